@@ -1,0 +1,269 @@
+"""The `lunarhub` command: up, down, status, token, users, passwords, catalog, render."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from . import config, hubapi, preflight, process, roster, secrets
+from .config import ConfigError, Deployment
+
+
+def _load(args: argparse.Namespace) -> Deployment:
+    return roster.effective(config.load(args.config))
+
+
+def _health(d: Deployment) -> tuple[bool, str]:
+    url = f"{d.public_url}/hub/health"
+    try:
+        r = requests.get(url, timeout=3)
+        return r.status_code == 200, f"{url} -> {r.status_code}"
+    except requests.RequestException as exc:
+        return False, f"{url} -> {exc.__class__.__name__}"
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    if not path.exists():
+        return f"(no log at {path})"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    d = _load(args)
+    running = process.supervisor_running(d)
+    problems = preflight.check(d, running)
+    if problems:
+        print(f"lunarhub: cannot start ({d.config_file}):", file=sys.stderr)
+        for where, why in problems:
+            print(f"  {where}: {why}", file=sys.stderr)
+        return 2
+    if d.hub.isolation == "single-account":
+        print("WARNING: hub.isolation is 'single-account': every user's server runs as this account "
+              "and can read every other user's files. Use it for development only.", file=sys.stderr)
+    new_passwords = secrets.ensure_passwords(d, sorted(d.users))
+    try:
+        from . import sites
+        for name, site in d.sites.items():
+            if site.kind == "local":
+                sites.prepare_site(d, name)
+    except ImportError:
+        pass
+    process.start(d)
+    deadline = time.monotonic() + args.timeout
+    ok, detail = _health(d)
+    while not ok and time.monotonic() < deadline:
+        state = process.status(d).get("hub", {}).get("state")
+        if state in ("FATAL", "BACKOFF") and time.monotonic() > deadline - args.timeout + 10:
+            break
+        time.sleep(0.5)
+        ok, detail = _health(d)
+    if not ok:
+        print(f"lunarhub: the hub did not answer ({detail}). Last lines of its log:", file=sys.stderr)
+        print(_tail(d.state_path / "logs" / "hub.log"), file=sys.stderr)
+        return 1
+    print(f"lunarhub is up: {d.public_url}/")
+    if d.auth.kind == "password":
+        shown = new_passwords or {}
+        if shown:
+            print("New logins (shown once; `lunarhub passwords` shows them again to the operator):")
+            for u, p in shown.items():
+                print(f"  {u:16s} {p:20s} groups: {', '.join(d.users[u].groups)}")
+        else:
+            print("Logins: " + ", ".join(sorted(d.users)) + "  (passwords: .venv/bin/lunarhub passwords)")
+    print("Status: .venv/bin/lunarhub status    Stop: make down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    d = _load(args)
+    if process.stop(d):
+        print("lunarhub stopped (hub, proxy, user servers, sites).")
+    else:
+        print("lunarhub was not running.")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    d = _load(args)
+    progs = process.status(d)
+    if not progs:
+        print(f"lunarhub is not running (state: {d.state_path})")
+        return 3
+    ok, detail = _health(d)
+    healthy = ok
+    print(f"{'component':16s} {'state':10s} detail")
+    for name, info in progs.items():
+        print(f"{name:16s} {info['state']:10s} {info['detail']}")
+        healthy = healthy and info["state"] == "RUNNING"
+    print(f"{'proxy+hub':16s} {'healthy' if ok else 'UNHEALTHY':10s} {detail}")
+    if ok:
+        try:
+            users = hubapi.HubAPI(d).users()
+            running = [f"{u['name']}/{s or ''}" for u in users for s, srv in u.get("servers", {}).items()
+                       if srv.get("ready")]
+            print(f"{'user servers':16s} {len(running):<10d} {' '.join(running)}")
+        except Exception as exc:  # noqa: BLE001 - status must report, not crash
+            print(f"{'user servers':16s} {'?':10s} {exc}")
+    return 0 if healthy else 1
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    d = _load(args)
+    api = hubapi.HubAPI(d)
+    names = {u["name"] for u in api.users()}
+    if args.user not in names:
+        print(f"lunarhub token: unknown user {args.user!r}", file=sys.stderr)
+        return 2
+    print(api.new_token(args.user, note=args.note, expires_in=args.expires_in))
+    return 0
+
+
+def _apply_live(d: Deployment, name: str, groups: list[str] | None) -> str:
+    """Mirror a roster change into the running hub, if it runs."""
+    try:
+        api = hubapi.HubAPI(d)
+        if groups is None:
+            api.delete_user(name)
+        else:
+            api.ensure_user(name, groups, list(d.groups))
+        return " (applied to the running hub)"
+    except hubapi.HubUnavailable:
+        return " (hub not running: applied at next `lunarhub up`)"
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    base = config.load(args.config)
+    d = roster.effective(base)
+    if args.action == "list":
+        for name, user in sorted(d.users.items()):
+            print(f"{name:20s} {','.join(user.groups)}")
+        return 0
+    if args.action in ("add", "set-groups"):
+        if args.action == "set-groups" and args.name not in d.users:
+            print(f"lunarhub users: unknown user {args.name!r}", file=sys.stderr)
+            return 2
+        if args.action == "add" and args.name in d.users:
+            print(f"lunarhub users: user {args.name!r} already exists (use set-groups)", file=sys.stderr)
+            return 2
+        groups = [g for g in args.groups.replace(",", " ").split() if g]
+        try:
+            d = roster.set_user(base, args.name, groups)
+        except ValueError as exc:
+            print(f"lunarhub users: {exc}", file=sys.stderr)
+            return 2
+        note = _apply_live(d, args.name, groups)
+        new = secrets.ensure_passwords(d, [args.name])
+        print(f"{args.name}: groups {','.join(groups)}{note}")
+        for u, p in new.items():
+            print(f"  password for {u}: {p}")
+        return 0
+    if args.action == "remove":
+        try:
+            d = roster.remove_user(base, args.name)
+        except KeyError as exc:
+            print(f"lunarhub users: {exc.args[0]}", file=sys.stderr)
+            return 2
+        note = _apply_live(d, args.name, None)
+        secrets.forget_password(d, args.name)
+        print(f"{args.name}: removed from the hub{note}; the home folder is kept")
+        return 0
+    if args.action == "import":
+        path = Path(args.csv)
+        try:
+            rows = roster.parse_roster(path.read_text(encoding="utf-8"), str(path), d)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        for name, groups, full in rows:
+            d = roster.set_user(base, name, groups, full)
+            note = _apply_live(d, name, groups)
+            print(f"{name}: groups {','.join(groups)}{note}")
+        for u, p in secrets.ensure_passwords(d, [r[0] for r in rows]).items():
+            print(f"  password for {u}: {p}")
+        return 0
+    raise AssertionError(args.action)
+
+
+def cmd_passwords(args: argparse.Namespace) -> int:
+    d = _load(args)
+    if d.auth.kind != "password":
+        print(f"auth.kind is {d.auth.kind!r}: passwords are managed by the identity provider")
+        return 0
+    known = secrets.initial_passwords(d)
+    for name in sorted(d.users):
+        print(f"{name:20s} {known.get(name, '(not yet generated: run lunarhub up)')}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    d = _load(args)
+    print(f"{d.config_file}: valid ({len(d.users)} users, {len(d.groups)} groups, ports "
+          + ", ".join(f"{k}={v}" for k, v in d.ports().items()) + ")")
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace, rest: list[str]) -> int:
+    from . import catalog_cli
+
+    return catalog_cli.main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lunarhub", description=__doc__)
+    p.add_argument("--config", help="deployment YAML (default: $LUNARHUB_CONFIG or hub/lunarhub.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the stack in the background and wait until the hub answers")
+    up.add_argument("--timeout", type=float, default=120)
+    sub.add_parser("down", help="stop everything `up` started")
+    sub.add_parser("status", help="what runs, where, healthy or not")
+    sub.add_parser("config", help="validate the deployment file")
+    sub.add_parser("passwords", help="show generated demo passwords (operator only)")
+    tok = sub.add_parser("token", help="print a new API token for a hub user")
+    tok.add_argument("user")
+    tok.add_argument("--note", default="issued by lunarhub token")
+    tok.add_argument("--expires-in", type=int, default=None, help="seconds")
+    users = sub.add_parser("users", help="list/add/remove users, set groups, import a CSV roster")
+    usub = users.add_subparsers(dest="action", required=True)
+    usub.add_parser("list")
+    a = usub.add_parser("add")
+    a.add_argument("name")
+    a.add_argument("--groups", required=True, help="comma-separated group names")
+    s = usub.add_parser("set-groups")
+    s.add_argument("name")
+    s.add_argument("--groups", required=True)
+    r = usub.add_parser("remove")
+    r.add_argument("name")
+    i = usub.add_parser("import")
+    i.add_argument("csv", help="CSV with columns username,groups[,full_name]; groups separated by ';'")
+    sub.add_parser("catalog", help="catalog tools: lunarhub catalog validate [PATH]", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # `catalog` hands its arguments on untouched.
+    if "catalog" in argv:
+        idx = argv.index("catalog")
+        head, rest = argv[: idx + 1], argv[idx + 1:]
+        args = parser.parse_args(head)
+        return cmd_catalog(args, rest)
+    args = parser.parse_args(argv)
+    handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "token": cmd_token,
+                "users": cmd_users, "passwords": cmd_passwords, "config": cmd_config}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except hubapi.HubUnavailable as exc:
+        print(f"lunarhub: {exc}; is it running? (`lunarhub status`)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
