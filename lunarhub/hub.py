@@ -106,7 +106,31 @@ def services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
         })
+    for module in _components(d):
+        if hasattr(module, "hub_services"):
+            more, more_roles = module.hub_services(d)
+            svc += more
+            svc_roles += more_roles
     return svc, svc_roles
+
+
+def _components(d: Deployment) -> list[Any]:
+    """Optional components that plug into the hub: each may provide
+    `hub_services(d) -> (services, roles)` and `spawn_environment(d, username) -> dict`."""
+    import importlib
+
+    mods = []
+    wanted = [("sites", bool(d.sites)), ("gateway", d.services.dask_gateway.enabled),
+              ("dashboards", d.services.dashboards.enabled)]
+    for name, enabled in wanted:
+        if not enabled:
+            continue
+        try:
+            mods.append(importlib.import_module(f"lunarhub.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"lunarhub.{name}":
+                raise
+    return mods
 
 
 def load_groups(d: Deployment) -> dict[str, dict[str, Any]]:
@@ -138,12 +162,11 @@ def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
         "LUNARHUB_HUB_URL": d.public_url,
         "LUNARHUB_USER_GROUPS": ",".join(d.users[username].groups) if username in d.users else "",
     }
-    try:
-        from . import sites
-    except ImportError:  # the data sites arrive with their own module
-        return env
-    if hasattr(sites, "credentials_for") and d.sites:
-        env.update(sites.credentials_for(d, username))
+    for module in _components(d):
+        if hasattr(module, "credentials_for"):
+            env.update(module.credentials_for(d, username))
+        if hasattr(module, "spawn_environment"):
+            env.update(module.spawn_environment(d, username))
     return env
 
 
