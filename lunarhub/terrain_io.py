@@ -41,8 +41,11 @@ def read_pds3_dem(label: str, chunks: dict | int | None = None) -> xr.DataArray:
     res_y = _snap_deg(np.degrees(t.e / radius))
     x0 = float(params.get("lon_0", 0.0)) + np.degrees(t.c / (radius * np.cos(lat_ts)))
     y0 = float(params.get("lat_0", 0.0)) + np.degrees(t.f / radius)
-    lon = np.round(x0, 6) + res_x * (np.arange(raw.sizes["x"]) + 0.5)
-    lat = np.round(y0, 6) + res_y * (np.arange(raw.sizes["y"]) + 0.5)
+    # The same rounding shifts the map edge; snap it to the pixel lattice as well.
+    x0 = round(x0 / res_x) * res_x if abs(x0 / res_x - round(x0 / res_x)) < 1e-2 else x0
+    y0 = round(y0 / res_y) * res_y if abs(y0 / res_y - round(y0 / res_y)) < 1e-2 else y0
+    lon = x0 + res_x * (np.arange(raw.sizes["x"]) + 0.5)
+    lat = y0 + res_y * (np.arange(raw.sizes["y"]) + 0.5)
     heights = raw.astype(np.float32) * np.float32(scale)
     nodata = raw.rio.nodata
     if nodata is not None:
