@@ -1,0 +1,346 @@
+"""The national data sites: one nginx per local site, access rules enforced by the server.
+
+A site serves its `data_dir` over HTTP with range reads (206). The first folder
+of every path is the dataset's access policy (`open/`, `partners/`, `ru-only/`,
+`cn-only/`); nginx checks the caller against that policy for each request, so
+a restricted dataset is refused by the storage server itself, not hidden by the
+notebook. Every request is logged as one JSON line naming the hub user.
+
+Authentication is HTTP Basic with one random secret per hub user per site,
+kept under `<secrets>/sites/<site>/users.json` (mode 0600). The generated nginx
+config maps the exact `Authorization` header to the user name (in a 0600 file
+only the master process reads), then maps the user to each policy. That gives
+the distinction clients need: no or wrong credentials -> 401, valid user
+without the entitlement -> 403 naming the policy. (htpasswd + auth_basic can't
+tell the two apart, and its files must be readable by the unprivileged
+workers.)
+
+A `remote` site (an institute's own endpoint) contributes only its URL, plus
+credentials if the operator put the institute-issued ones in the same
+users.json layout.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+from datetime import date
+from pathlib import Path
+
+from .config import REPO_ROOT, Deployment, Role
+
+POLICIES = ("open", "partners", "ru-only", "cn-only")
+# Roles that count as an institute's own team for its embargoed data.
+TEAM_ROLES = {Role.science, Role.instructor, Role.admin}
+# Roles that see data the two institutes share (reviewers see dashboards built on it).
+PARTNER_ROLES = {Role.science, Role.reviewer, Role.admin}
+CATALOG_DIR = REPO_ROOT / "catalogs"
+
+
+class SiteError(Exception):
+    """A site that cannot be configured or started, with what to do about it."""
+
+
+# ---------------------------------------------------------------- paths
+
+
+def site_state_dir(deployment: Deployment, name: str) -> Path:
+    return deployment.state_path / "sites" / name
+
+
+def site_secrets_dir(deployment: Deployment, name: str) -> Path:
+    return deployment.secrets_path / "sites" / name
+
+
+def site_url(deployment: Deployment, name: str) -> str:
+    site = _site(deployment, name)
+    if site.kind == "remote":
+        return str(site.url).rstrip("/")
+    return f"http://127.0.0.1:{site.port}"
+
+
+def data_dir(deployment: Deployment, name: str) -> Path:
+    site = _site(deployment, name)
+    if not site.data_dir:
+        raise SiteError(f"site {name}: no data_dir (remote sites hold their data themselves)")
+    return deployment.path(site.data_dir)
+
+
+def _site(deployment: Deployment, name: str):
+    try:
+        return deployment.sites[name]
+    except KeyError:
+        raise SiteError(f"unknown site {name!r}; the deployment defines {sorted(deployment.sites)}") from None
+
+
+def env_prefix(name: str) -> str:
+    return "LUNARHUB_SITE_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+# ---------------------------------------------------------------- entitlement
+
+
+def _embargo_over(deployment: Deployment, name: str) -> bool:
+    until = _site(deployment, name).embargo_until
+    return bool(until) and date.fromisoformat(str(until)) <= date.today()
+
+
+def entitled_policies(deployment: Deployment, username: str, site: str) -> set[str]:
+    """The policies `username` may read on `site`, from the user's groups.
+
+    open: every hub user. partners: science, reviewer and admin roles.
+    <cc>-only: science/instructor/admin groups of an institution in country cc.
+    After the site's `embargo_until` date its own <cc>-only data open to partners.
+    """
+    user = deployment.users.get(username)
+    if user is None:
+        return set()
+    out = {"open"}
+    for gname in user.groups:
+        group = deployment.groups[gname]
+        if group.role in PARTNER_ROLES:
+            out.add("partners")
+        if group.role in TEAM_ROLES and group.institution:
+            country = deployment.institutions[group.institution].country
+            out.add(f"{country.lower()}-only")
+    if "partners" in out and _embargo_over(deployment, site):
+        home = deployment.institutions[_site(deployment, site).institution].country
+        out.add(f"{home.lower()}-only")
+    return out
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def site_passwords(deployment: Deployment, name: str, create: bool = True) -> dict[str, str]:
+    """Per-user secrets of a site: created for new hub users, dropped for removed ones."""
+    path = site_secrets_dir(deployment, name) / "users.json"
+    current: dict[str, str] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if not create or _site(deployment, name).kind == "remote":
+        return current
+    wanted = {u: current.get(u) or secrets.token_urlsafe(24) for u in sorted(deployment.users)}
+    if wanted != current:
+        _write_private(path, json.dumps(wanted, indent=1))
+    return wanted
+
+
+def basic_auth_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def credentials_for(deployment: Deployment, username: str) -> dict[str, str]:
+    """Environment for `username`'s server: each site's URL and, where the user has
+    credentials, user/password/Authorization header and entitled policies."""
+    env: dict[str, str] = {"LUNARHUB_SITES": ",".join(deployment.sites)}
+    for name in deployment.sites:
+        p = env_prefix(name)
+        env[f"{p}_URL"] = site_url(deployment, name)
+        password = site_passwords(deployment, name).get(username)
+        if password is None:
+            continue
+        env[f"{p}_USER"] = username
+        env[f"{p}_PASSWORD"] = password
+        # Ready-made header so a plain intake YAML can template it with env().
+        env[f"{p}_AUTH"] = basic_auth_header(username, password)
+        env[f"{p}_POLICIES"] = ",".join(p2 for p2 in POLICIES if p2 in entitled_policies(deployment, username, name))
+    return env
+
+
+# ---------------------------------------------------------------- nginx
+
+
+def find_nginx() -> str:
+    exe = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                         if os.access(p, os.X_OK)), None)
+    if not exe:
+        raise SiteError("nginx is not installed: the data sites need it (apt-get install nginx-light)")
+    return exe
+
+
+def _q(s: str) -> str:
+    """Quote a string for nginx config (our values never contain quotes or newlines)."""
+    if any(c in s for c in "\"'\n\\;{}$"):
+        raise SiteError(f"unsafe value for nginx config: {s!r}")
+    return f'"{s}"'
+
+
+def _var(policy: str) -> str:
+    return "$lh_" + policy.replace("-", "_")
+
+
+def _users_conf(deployment: Deployment, name: str, passwords: dict[str, str]) -> str:
+    lines = ["map $http_authorization $lh_user {", '    default "";']
+    for user, pw in sorted(passwords.items()):
+        lines.append(f"    {_q(basic_auth_header(user, pw))} {_q(user)};")
+    lines.append("}")
+    for policy in POLICIES[1:]:
+        lines.append(f"map $lh_user {_var(policy)} {{")
+        lines.append("    default 0;")
+        for user in sorted(passwords):
+            if policy in entitled_policies(deployment, user, name):
+                lines.append(f"    {_q(user)} 1;")
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _nginx_conf(deployment: Deployment, name: str, users_conf: Path) -> str:
+    site = _site(deployment, name)
+    state = site_state_dir(deployment, name)
+    root = data_dir(deployment, name)
+    realm = f"lunarhub data site {name}"
+    locations = []
+    for policy in POLICIES:
+        checks = ['        if ($lh_user = "") { return 401; }']
+        if policy != "open":
+            checks.append(f"        if ({_var(policy)} = 0) {{ return 403; }}")
+        locations.append(
+            f"    location /{policy}/ {{\n" + "\n".join(checks) + "\n"
+            "        error_page 401 @unauthorized;\n"
+            f"        error_page 403 @forbidden_{policy.replace('-', '_')};\n"
+            "    }\n"
+            f"    location @forbidden_{policy.replace('-', '_')} {{\n"
+            f'        return 403 "403 not entitled to \'{policy}\' data on site {name} (user $lh_user)\\n";\n'
+            "    }\n"
+        )
+    return f"""# Generated by lunarhub.sites.prepare_site for site {name}; edits are overwritten.
+daemon off;
+worker_processes 1;
+pid {state}/nginx.pid;
+error_log {state}/error.log warn;
+events {{ worker_connections 512; }}
+
+http {{
+    default_type application/octet-stream;
+    types {{
+        image/tiff tif tiff;
+        application/json json geojson zarray zattrs zgroup zmetadata;
+        text/csv csv;
+        text/yaml yaml yml;
+        text/markdown md;
+        application/xml xml 2bl lbl;
+        application/vnd.apache.parquet parquet;
+    }}
+    sendfile on;
+    map_hash_bucket_size 256;  # keys are whole Authorization headers
+    server_tokens off;
+    client_body_temp_path {state}/tmp/body;
+    proxy_temp_path {state}/tmp/proxy;
+    fastcgi_temp_path {state}/tmp/fastcgi;
+    uwsgi_temp_path {state}/tmp/uwsgi;
+    scgi_temp_path {state}/tmp/scgi;
+
+    # user <- exact Authorization header; policy flags <- user (secrets file, 0600)
+    include {users_conf};
+    map $http_authorization $lh_why {{
+        "" "credentials missing";
+        default "credentials not valid";
+    }}
+
+    log_format lunarhub escape=json '{{"time":"$time_iso8601","site":"{name}","user":"$lh_user",'
+        '"claimed":"$remote_user","remote":"$remote_addr","method":"$request_method","uri":"$uri","status":$status,'
+        '"bytes":$body_bytes_sent,"range":"$http_range"}}';
+    access_log {state}/access.log lunarhub;
+
+    server {{
+        listen 127.0.0.1:{site.port};
+        server_name {name};
+        root {root};
+        autoindex off;
+        error_page 401 @unauthorized;
+
+        location @unauthorized {{
+            add_header WWW-Authenticate 'Basic realm="{realm}"' always;
+            return 401 "401 $lh_why for site {name}\\n";
+        }}
+        location = /healthz {{ access_log off; return 200 "ok\\n"; }}
+        # The site's own catalog and provenance: readable by every hub user.
+        location = /catalog.yaml {{ if ($lh_user = "") {{ return 401; }} }}
+        location = /PROVENANCE.md {{ if ($lh_user = "") {{ return 401; }} }}
+{"".join(locations)}        location / {{ return 404; }}
+    }}
+}}
+"""
+
+
+def served_catalog_text(deployment: Deployment, name: str) -> str | None:
+    """catalogs/<name>.yaml rewritten so its paths are relative to the site root."""
+    src = CATALOG_DIR / f"{name}.yaml"
+    if not src.exists():
+        return None
+    rel = os.path.relpath(data_dir(deployment, name), CATALOG_DIR)
+    return src.read_text(encoding="utf-8").replace("{{ CATALOG_DIR }}/" + rel + "/", "{{ CATALOG_DIR }}/")
+
+
+def prepare_site(deployment: Deployment, name: str) -> Path:
+    """Write the site's nginx config, user map and served catalog; reload a running
+    server. Idempotent. Returns the nginx.conf path."""
+    site = _site(deployment, name)
+    if site.kind == "remote":
+        raise SiteError(f"site {name} is remote ({site.url}): nothing to prepare here")
+    root = data_dir(deployment, name)
+    if not root.is_dir():
+        raise SiteError(f"site {name}: data_dir {root} does not exist (run the data build)")
+    state = site_state_dir(deployment, name)
+    for sub in ("", "tmp"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    passwords = site_passwords(deployment, name)
+    users_conf = site_secrets_dir(deployment, name) / "users.conf"
+    _write_private(users_conf, _users_conf(deployment, name, passwords))
+    catalog = served_catalog_text(deployment, name)
+    if catalog is not None and (not (root / "catalog.yaml").exists()
+                                or (root / "catalog.yaml").read_text(encoding="utf-8") != catalog):
+        (root / "catalog.yaml").write_text(catalog, encoding="utf-8")
+    conf = state / "nginx.conf"
+    text = _nginx_conf(deployment, name, users_conf)
+    if not conf.exists() or conf.read_text(encoding="utf-8") != text:
+        conf.write_text(text, encoding="utf-8")
+    reload_site(deployment, name)
+    return conf
+
+
+def site_command(deployment: Deployment, name: str) -> list[str]:
+    """The foreground command the process supervisor runs for a local site."""
+    conf = prepare_site(deployment, name)
+    return [find_nginx(), "-p", str(conf.parent), "-c", str(conf), "-e", str(conf.parent / "error.log")]
+
+
+def running_pid(deployment: Deployment, name: str) -> int | None:
+    pidfile = site_state_dir(deployment, name) / "nginx.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def reload_site(deployment: Deployment, name: str) -> bool:
+    """SIGHUP a running site so new users/entitlements apply without downtime."""
+    pid = running_pid(deployment, name)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGHUP)
+    return True
+
+
+def read_log(deployment: Deployment, name: str) -> list[dict]:
+    """The site's read log: one dict per request (time, user, uri, status, bytes, range)."""
+    path = site_state_dir(deployment, name) / "access.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
