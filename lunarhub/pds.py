@@ -227,7 +227,9 @@ def lander_offset_to_lonlat(
     Exact enough for km-scale traverses: the error of the small-angle mapping at
     1.2 km from the lander is below a millimetre.
     """
-    lat = lat0 + np.degrees(np.asarray(north_m) / radius_m)
-    lon = lon0 + np.degrees(np.asarray(east_m) / (radius_m * np.cos(np.radians(lat0))))
+    north_m = np.asarray(north_m, dtype="float64")
+    east_m = np.asarray(east_m, dtype="float64")
+    lat = lat0 + np.degrees(north_m / radius_m)
+    lon = lon0 + np.degrees(east_m / (radius_m * np.cos(np.radians(lat0))))
     return lon, lat
 

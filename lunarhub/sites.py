@@ -236,6 +236,8 @@ http {{
         application/vnd.apache.parquet parquet;
     }}
     sendfile on;
+    charset utf-8;
+    charset_types text/csv text/yaml text/markdown application/json application/xml;
     map_hash_bucket_size 256;  # keys are whole Authorization headers
     server_tokens off;
     client_body_temp_path {state}/tmp/body;
