@@ -1,0 +1,372 @@
+"""What runs inside the dask-gateway-server process (configured by lunarhub.gateway).
+
+- Backends: LocalBackend (workers as the user's system account) with the 2026.3
+  `setup_working_directory` bug fixed, and UnsafeLocalBackend for single-account mode;
+  both enforce the deployment's per-group limits and per-user cluster count.
+- A front on the hub service port: dashboards need a hub login and belong to the
+  cluster's owner only (upstream serves them unauthenticated); everything else is
+  passed to the gateway's own HTTP proxy unchanged.
+- Cleanup: clusters of a user whose last server stopped are shut down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from dask_gateway_server import models
+from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.local import LocalBackend, LocalClusterConfig, UnsafeLocalBackend
+from dask_gateway_server.options import Float, Integer, Options
+from tornado import httpclient, web, websocket
+from tornado.httpserver import HTTPServer
+from traitlets import Float as FloatTrait
+from traitlets import Integer as IntegerTrait
+from traitlets import Unicode
+from traitlets.config import LoggingConfigurable
+
+from . import config, gateway, roster
+
+ACTIVE = (models.ClusterStatus.PENDING, models.ClusterStatus.RUNNING)
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
+               "upgrade", "proxy-authorization", "te", "trailer"}
+
+
+class LunarClusterConfig(LocalClusterConfig):
+    initial_workers = IntegerTrait(0, min=0, help="Workers to start with (scaled once running)",
+                                   config=True)
+
+
+class LunarBackendMixin(LoggingConfigurable):
+    """Limits, dashboard front and cleanup shared by both local backends."""
+
+    deployment_file = Unicode(help="The deployment YAML").tag(config=True)
+    front_address = Unicode(help="host:port of the hub service (dashboard auth front)").tag(config=True)
+    hub_api_url = Unicode(help="The hub's API URL").tag(config=True)
+    hub_api_token = Unicode(help="The gateway service's hub token").tag(config=True)
+    cookie_secret_file = Unicode(help="Cookie secret of the front's hub login").tag(config=True)
+    cleanup_period = FloatTrait(5.0, help="Seconds between checks for stopped user servers").tag(config=True)
+
+    # -- deployment, re-read per request so `lunarhub users` changes apply at once
+
+    def deployment(self) -> config.Deployment:
+        return roster.effective(config.load(self.deployment_file or None))
+
+    # -- limits
+
+    def _options_for(self, user: Any) -> Options:
+        d = self.deployment()
+        fields = []
+        for f in gateway.option_fields(gateway.user_limits(d, user.name)):
+            kind = Integer if f["kind"] == "int" else Float
+            fields.append(kind(f["name"], default=f["default"], min=f["min"], label=f["label"]))
+
+        def handler(options: Any, user: Any) -> dict[str, Any]:
+            return gateway.cluster_overrides(d, user.name, options.worker_cores, options.worker_memory,
+                                             options.workers)
+
+        return Options(*fields, handler=handler)
+
+    async def start_cluster(self, user: Any, cluster_options: dict) -> str:
+        d = self.deployment()
+        active = self.db.list_clusters(username=user.name, statuses=ACTIVE)
+        why = gateway.refusal_for_new_cluster(d, user.name, len(active))
+        if why:
+            self.log.info("Refused a cluster for %s: %s", user.name, why)
+            raise PublicException(why)
+        return await super().start_cluster(user, cluster_options)
+
+    async def _cluster_to_running(self, cluster: Any) -> None:
+        await super()._cluster_to_running(cluster)
+        n = int(cluster.config.get("initial_workers") or 0)
+        if n:
+            asyncio.ensure_future(self._initial_scale(cluster.name, n))
+
+    async def _initial_scale(self, name: str, count: int) -> None:
+        try:
+            model = await self.get_cluster(name)
+            await self.forward_message_to_scheduler(model, {"op": "scale", "count": count})
+        except Exception:  # noqa: BLE001 - the cluster runs; the user can still scale by hand
+            self.log.warning("Initial scale of cluster %s to %d failed", name, count, exc_info=True)
+
+    # -- lifecycle
+
+    async def setup(self, app: Any) -> None:
+        self.cluster_options = self._options_for
+        await super().setup(app)
+        self._front = start_front(self)
+        self._cleanup_task = asyncio.ensure_future(self._cleanup_loop())
+
+    async def cleanup(self) -> None:
+        task = getattr(self, "_cleanup_task", None)
+        if task:
+            task.cancel()
+        front = getattr(self, "_front", None)
+        if front:
+            front.stop()
+        await super().cleanup()
+
+    # -- cleanup of clusters whose owner's server stopped
+
+    async def _running_server_users(self) -> set[str] | None:
+        client = httpclient.AsyncHTTPClient()
+        try:
+            resp = await client.fetch(f"{self.hub_api_url}/users",
+                                      headers={"Authorization": f"token {self.hub_api_token}"},
+                                      request_timeout=10)
+        except Exception as exc:  # noqa: BLE001 - hub restarting: try again next round
+            self.log.debug("hub user list unavailable: %s", exc)
+            return None
+        import json
+
+        users = json.loads(resp.body)
+        return {u["name"] for u in users
+                if any(s.get("ready") or s.get("pending") for s in (u.get("servers") or {}).values())}
+
+    async def _cleanup_loop(self) -> None:
+        # Only a server that *stops* ends its owner's clusters: clusters made with a
+        # token from outside a server (scripts, CI) are left to the idle timeout.
+        before: set[str] | None = None
+        while True:
+            now = await self._running_server_users()
+            if now is not None:
+                if before is not None:
+                    for username in sorted(before - now):
+                        await self.stop_user_clusters(username, "their server stopped")
+                before = now
+            await asyncio.sleep(self.cleanup_period)
+
+    async def stop_user_clusters(self, username: str, why: str) -> list[str]:
+        names = [c.name for c in self.db.list_clusters(username=username, statuses=ACTIVE)]
+        for name in names:
+            self.log.info("Stopping cluster %s of %s: %s", name, username, why)
+            await self.stop_cluster(name)
+        return names
+
+
+class LunarLocalBackend(LunarBackendMixin, LocalBackend):
+    """Workers run as the user's own system account (the gateway runs as root)."""
+
+    def setup_working_directory(self, cluster: Any) -> str:
+        # Upstream 2026.3 does `paths.extend(path)` with a string: every character,
+        # "/" among them, is then chowned to the user. Same steps, correct list.
+        workdir = _make_workdir(self.clusters_directory, cluster.name)
+        paths = [workdir, self.get_certs_directory(workdir), self.get_logs_directory(workdir)]
+        for path in paths:
+            os.makedirs(path, 0o700, exist_ok=True)
+        cert_path, key_path = self._get_tls_paths(workdir)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        for path, data in [(cert_path, cluster.tls_cert), (key_path, cluster.tls_key)]:
+            with os.fdopen(os.open(path, flags, 0o600), "wb") as f:
+                f.write(data)
+            paths.append(path)
+        check_paths_inside(paths, workdir)
+        self.set_file_permissions(paths, cluster.username)
+        return workdir
+
+
+class LunarUnsafeLocalBackend(LunarBackendMixin, UnsafeLocalBackend):
+    """single-account mode: no accounts to switch to, so no isolation between users."""
+
+
+def _make_workdir(clusters_directory: str, name: str) -> str:
+    import tempfile
+
+    if clusters_directory:
+        return os.path.join(clusters_directory, name)
+    return tempfile.mkdtemp(prefix="dask", suffix=name)
+
+
+def check_paths_inside(paths: list[str], workdir: str) -> None:
+    """Refuse to chown anything outside the cluster's working directory."""
+    root = Path(workdir).resolve()
+    for p in paths:
+        rp = Path(p).resolve()
+        if rp != root and root not in rp.parents:
+            raise RuntimeError(f"refusing to change the owner of {p!r}: outside the cluster dir {workdir}")
+
+
+# ---------------------------------------------------------------- dashboard front
+
+
+def start_front(backend: LunarBackendMixin) -> HTTPServer:
+    from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+
+    prefix = gateway.PREFIX
+    # The singleton: HubOAuthenticated handlers (the callback too) call HubOAuth.instance().
+    hub_auth = HubOAuth.instance(
+        api_token=backend.hub_api_token,
+        api_url=backend.hub_api_url,
+        oauth_client_id=f"service-{gateway.SERVICE}",
+        base_url=prefix + "/",
+        oauth_redirect_uri=f"{prefix}/oauth_callback",
+        hub_prefix="/hub/",
+        access_scopes={"access:services", f"access:services!service={gateway.SERVICE}"},
+        cache_max_age=5,
+    )
+    secret = Path(backend.cookie_secret_file).read_text().strip().encode()
+    proxy_host, _, proxy_port = backend.proxy.address.rpartition(":")
+    settings = {
+        "hub_auth": hub_auth,
+        "cookie_secret": secret,
+        "backend": backend,
+        "upstream": f"http://{proxy_host or '127.0.0.1'}:{proxy_port}",
+        "login_url": hub_auth.login_url,
+    }
+    cl = r"/clusters/(?P<cluster>[0-9a-f]+)"
+    app = web.Application([
+        (prefix + "/oauth_callback", HubOAuthCallbackHandler),
+        (prefix + cl + r"(?P<path>/.*/ws)", DashboardWebSocket),
+        (prefix + cl + r"(?P<path>/.*)?", DashboardProxy),
+        (prefix + r"(?P<path>/.*)?", PassThrough),
+    ], **settings)
+    host, _, port = backend.front_address.rpartition(":")
+    server = HTTPServer(app, xheaders=True)
+    server.listen(int(port), host or "127.0.0.1")
+    backend.log.info("Dashboard auth front listening at http://%s", backend.front_address)
+    return server
+
+
+def _copy_response(handler: web.RequestHandler, resp: httpclient.HTTPResponse,
+                   rewrite_location: str | None = None) -> None:
+    handler.set_status(resp.code, resp.reason)
+    handler._headers.clear()  # drop tornado's defaults (content type, server)
+    for name, value in resp.headers.get_all():
+        if name.lower() in HOP_HEADERS:
+            continue
+        if name.lower() == "location" and rewrite_location and value.startswith("/"):
+            value = rewrite_location + value
+        handler.add_header(name, value)
+    if resp.body:
+        handler.write(resp.body)
+
+
+async def _forward(handler: web.RequestHandler, url: str, rewrite_location: str | None = None) -> None:
+    req = handler.request
+    headers = {k: v for k, v in req.headers.get_all() if k.lower() not in HOP_HEADERS | {"host"}}
+    body = req.body if req.method in ("POST", "PUT", "PATCH") else None
+    try:
+        resp = await httpclient.AsyncHTTPClient().fetch(
+            url, method=req.method, headers=headers, body=body, follow_redirects=False,
+            raise_error=False, request_timeout=120, allow_nonstandard_methods=True,
+        )
+    except OSError as exc:
+        raise web.HTTPError(502, f"upstream unavailable: {exc}") from None
+    if resp.code == 599:
+        raise web.HTTPError(502, f"upstream unavailable: {resp.error}")
+    _copy_response(handler, resp, rewrite_location)
+
+
+class PassThrough(web.RequestHandler):
+    """The gateway API: it authenticates users itself (JupyterHubAuthenticator)."""
+
+    def check_xsrf_cookie(self) -> None:
+        pass  # token-authenticated API, checked by the gateway
+
+    async def _any(self, path: str | None = None) -> None:
+        await _forward(self, self.settings["upstream"] + self.request.uri)
+
+    get = post = put = delete = patch = head = _any  # type: ignore[assignment]
+
+
+class _OwnerOnly:
+    """Hub login (cookie or token), then the cluster must belong to that user."""
+
+    async def owner_check(self: Any, cluster_name: str) -> str | None:
+        from jupyterhub.services.auth import UserNotAllowed
+
+        model = await self.hub_auth.get_user(self, sync=False)
+        if model:
+            try:
+                model = self.check_hub_user(model)
+            except UserNotAllowed:
+                raise web.HTTPError(403, "no access to the dask-gateway service") from None
+        self._hub_auth_user_cache = model
+        if not model:
+            if self.request.method == "GET" and not self.request.headers.get("Authorization"):
+                self.redirect(self.get_login_url())
+                return None
+            raise web.HTTPError(401, "log in to the hub first")
+        cluster = self.settings["backend"].db.get_cluster(cluster_name)
+        # Same answer for "no such cluster" and "someone else's": names are not to be probed.
+        if cluster is None or cluster.username != model["name"] or model.get("kind", "user") != "user":
+            raise web.HTTPError(403, f"cluster {cluster_name} is not yours")
+        if not cluster.dashboard_address:
+            raise web.HTTPError(503, f"cluster {cluster_name} has no dashboard (yet)")
+        return cluster.dashboard_address
+
+
+def _hub_authenticated_base():
+    from jupyterhub.services.auth import HubOAuthenticated
+
+    return HubOAuthenticated
+
+
+class DashboardProxy(_OwnerOnly, _hub_authenticated_base(), web.RequestHandler):
+    async def get(self, cluster: str, path: str | None = None) -> None:
+        target = await self.owner_check(cluster)
+        if target is None:
+            return
+        query = f"?{self.request.query}" if self.request.query else ""
+        await _forward(self, f"{target}{path or '/'}{query}",
+                       rewrite_location=f"{gateway.PREFIX}/clusters/{cluster}")
+
+    head = get
+
+    def check_xsrf_cookie(self) -> None:
+        pass
+
+
+class DashboardWebSocket(_OwnerOnly, _hub_authenticated_base(), websocket.WebSocketHandler):
+    """Bokeh's websocket, bridged after the same owner check."""
+
+    async def get(self, cluster: str, path: str) -> None:  # type: ignore[override]
+        target = await self.owner_check(cluster)
+        if target is None:
+            return
+        query = f"?{self.request.query}" if self.request.query else ""
+        url = re.sub(r"^http", "ws", target) + path + query
+        headers = {}
+        if "Sec-WebSocket-Protocol" in self.request.headers:
+            headers["Sec-WebSocket-Protocol"] = self.request.headers["Sec-WebSocket-Protocol"]
+        try:
+            self.upstream = await websocket.websocket_connect(
+                httpclient.HTTPRequest(url, headers=headers),
+                on_message_callback=self._from_upstream,
+                subprotocols=self._subprotocols(),
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise web.HTTPError(502, f"dashboard websocket unavailable: {exc}") from None
+        await super().get(cluster, path)
+
+    def _subprotocols(self) -> list[str] | None:
+        raw = self.request.headers.get("Sec-WebSocket-Protocol")
+        return [p.strip() for p in raw.split(",")] if raw else None
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        up = getattr(self, "upstream", None)
+        chosen = up.selected_subprotocol if up is not None else None
+        return chosen or (subprotocols[0] if subprotocols else None)
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # the hub login above is the check; the hub's proxy sits in front
+
+    def _from_upstream(self, message: str | bytes | None) -> None:
+        if message is None:
+            self.close()
+            return
+        try:
+            self.write_message(message, binary=isinstance(message, bytes))
+        except websocket.WebSocketClosedError:
+            self.upstream.close()
+
+    async def on_message(self, message: str | bytes) -> None:
+        await self.upstream.write_message(message, binary=isinstance(message, bytes))
+
+    def on_close(self) -> None:
+        up = getattr(self, "upstream", None)
+        if up is not None:
+            up.close()
