@@ -238,6 +238,9 @@ class Entry:
             raise CatalogError(f"entry {self.name}: cannot open {self.href}: {exc}") from None
         if da.rio.crs is None:
             raise CatalogError(f"entry {self.name}: {self.href} has no CRS")
+        # GeoTIFF keys cannot name an IAU projected CRS (polar stereographic comes back
+        # unnamed but equivalent): crs_code() identifies it; record the catalog's code.
+        da.attrs["crs_code"] = crs_code(da.rio.crs) or str(self.metadata.get("crs"))
         if self.metadata.get("units"):
             da.attrs.setdefault("units", self.metadata["units"])
         da.attrs["lunarhub_entry"] = f"{self.metadata.get('site')}/{self.name}"
@@ -396,6 +399,21 @@ class Problem:
         return f"{self.file}: entry {self.entry}: field {self.field}: {self.message}"
 
 
+def crs_code(crs: Any) -> str | None:
+    """AUTHORITY:CODE of a CRS, also for equivalent unnamed ones read from GeoTIFF keys."""
+    from pyproj import CRS
+
+    if hasattr(crs, "to_wkt"):
+        # WKT2 keeps the IAU_2015 authority name; rasterio's default WKT1 says "IAU".
+        try:
+            crs = crs.to_wkt(version="WKT2_2019")
+        except TypeError:
+            crs = crs.to_wkt()
+    c = CRS.from_user_input(crs)
+    auth = c.to_authority() or c.to_authority(min_confidence=25)
+    return ":".join(auth) if auth else None
+
+
 def _check_entry(file: str, cat_site: str | None, name: str, e: Entry, open_data: bool) -> list[Problem]:
     out: list[Problem] = []
 
@@ -450,10 +468,10 @@ def _check_opens(file: str, name: str, e: Entry) -> list[Problem]:
             if obj.rio.crs is None:
                 return [Problem(file, name, "crs", "the data file has no CRS")]
             want = str(e.metadata.get("crs"))
-            auth = obj.rio.crs.to_authority()
-            if auth and ":".join(auth) != want:
-                return [Problem(file, name, "metadata.crs", f"{want} but the file says {':'.join(auth)}")]
-            obj.isel(x=slice(0, 1), y=slice(0, 1)).values  # one real read
+            have = crs_code(obj.rio.crs)
+            if have != want:
+                return [Problem(file, name, "metadata.crs", f"{want} but the file says {have or obj.rio.crs}")]
+            _ = obj.isel(x=slice(0, 1), y=slice(0, 1)).values  # one real read
         elif e.driver in ("zarr", "netcdf"):
             if not obj.data_vars:
                 return [Problem(file, name, "data", "no data variables")]
