@@ -288,6 +288,9 @@ class SiteCatalog(Mapping[str, Entry]):
                               f"(policy {self._all[key].metadata.get('policy')!r})")
         raise KeyError(f"site {self.name} has no entry {key!r}; it has {sorted(self.entries)}")
 
+    def __contains__(self, key: object) -> bool:
+        return key in self.entries
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.entries)
 

@@ -6,8 +6,6 @@ Import the fixtures into a test module with
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -110,12 +108,3 @@ def running_sites(sites_deployment) -> Iterator[config.Deployment]:
 def user_env(dep: config.Deployment, username: str) -> dict[str, str]:
     """What the spawner would inject into `username`'s server."""
     return sites.credentials_for(dep, username)
-
-
-def with_env(env: dict[str, str]):
-    """Context manager: set LUNARHUB_* variables, restore the old ones after."""
-    return pytest.MonkeyPatch.context()
-
-
-__all__ = ["free_port", "make_deployment", "start_site", "stop_site", "require_nginx", "user_env",
-           "sites_deployment", "running_sites", "shutil", "os"]
