@@ -143,7 +143,10 @@ def _http_check(site: SiteAccess, href: str, what: str) -> None:
             f"({'no LUNARHUB_SITE_' + site.name.upper() + '_USER/_PASSWORD' if not site.auth else 'rejected'}; "
             "restart your server to get fresh credentials)")
     if r.status_code == 403:
-        raise NotEntitled(f"site {site.name}: user {site.user} is not entitled to {what}")
+        if r.headers.get("X-Lunarhub-Refusal") == "policy":
+            raise NotEntitled(f"site {site.name}: user {site.user} is not entitled to {what}")
+        raise CatalogError(f"site {site.name}: HTTP 403 for {what} at {href} that is not a policy refusal "
+                           "(can the site's server read its data directory?)")
     if r.status_code == 404:
         raise CatalogError(f"site {site.name}: {what} not found at {href}")
     if r.status_code >= 400:

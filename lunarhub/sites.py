@@ -214,6 +214,7 @@ def _nginx_conf(deployment: Deployment, name: str, users_conf: Path) -> str:
             f"        error_page 403 @forbidden_{policy.replace('-', '_')};\n"
             "    }\n"
             f"    location @forbidden_{policy.replace('-', '_')} {{\n"
+            "        add_header X-Lunarhub-Refusal policy always;\n"
             f'        return 403 "403 not entitled to \'{policy}\' data on site {name} (user $lh_user)\\n";\n'
             "    }\n"
         )
@@ -284,8 +285,8 @@ def served_catalog_text(deployment: Deployment, name: str) -> str | None:
     src = CATALOG_DIR / f"{name}.yaml"
     if not src.exists():
         return None
-    rel = os.path.relpath(data_dir(deployment, name), CATALOG_DIR)
-    return src.read_text(encoding="utf-8").replace("{{ CATALOG_DIR }}/" + rel + "/", "{{ CATALOG_DIR }}/")
+    # Convention: catalogs/<site>.yaml addresses its data as {{ CATALOG_DIR }}/data/<site>/...
+    return src.read_text(encoding="utf-8").replace("{{ CATALOG_DIR }}/data/" + name + "/", "{{ CATALOG_DIR }}/")
 
 
 def prepare_site(deployment: Deployment, name: str) -> Path:
