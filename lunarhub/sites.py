@@ -150,9 +150,16 @@ def credentials_for(deployment: Deployment, username: str) -> dict[str, str]:
     for name in deployment.sites:
         p = env_prefix(name)
         env[f"{p}_URL"] = site_url(deployment, name)
+        known = site_passwords(deployment, name, create=False)
         password = site_passwords(deployment, name).get(username)
         if password is None:
             continue
+        if username not in known and deployment.sites[name].kind == "local":
+            # A user new to this site: the running server must learn the secret now.
+            try:
+                prepare_site(deployment, name)
+            except SiteError:
+                pass  # site not built/started yet; `up` prepares it
         env[f"{p}_USER"] = username
         env[f"{p}_PASSWORD"] = password
         # Ready-made header so a plain intake YAML can template it with env().
