@@ -113,6 +113,8 @@ def prepare_user(d: Deployment, username: str) -> Path:
     for team, folder in folders.items():
         link = link_dir / team
         if team in teams:
+            if link.is_symlink() and Path(os.readlink(link)) != folder:
+                link.unlink()  # the deployment's state dir moved
             if not link.is_symlink():
                 if link.exists():
                     shutil.move(str(link), str(link) + ".moved")

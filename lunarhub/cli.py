@@ -45,13 +45,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("WARNING: hub.isolation is 'single-account': every user's server runs as this account "
               "and can read every other user's files. Use it for development only.", file=sys.stderr)
     new_passwords = secrets.ensure_passwords(d, sorted(d.users))
-    try:
-        from . import sites
+    if any(site.kind == "local" for site in d.sites.values()):
+        from . import databuild, sites
+
+        databuild.build_all(d)
         for name, site in d.sites.items():
             if site.kind == "local":
                 sites.prepare_site(d, name)
-    except ImportError:
-        pass
     process.start(d)
     deadline = time.monotonic() + args.timeout
     ok, detail = _health(d)
@@ -122,17 +122,34 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apply_live(d: Deployment, name: str, groups: list[str] | None) -> str:
+def _apply_live(d: Deployment, name: str, groups: list[str] | None, reload_roles: bool = True) -> str:
     """Mirror a roster change into the running hub, if it runs."""
     try:
         api = hubapi.HubAPI(d)
+        taught = {s for g in d.groups.values() for s in g.teaches}
+        before = {g for u in api.users() if u["name"] == name for g in u.get("groups", [])}
         if groups is None:
             api.delete_user(name)
         else:
             api.ensure_user(name, groups, list(d.groups))
-        return " (applied to the running hub)"
+        note = " (applied to the running hub)"
+        # Roles naming individual students are built at hub start: reload them. User
+        # servers keep running across a hub restart.
+        if reload_roles and (before | set(groups or [])) & taught:
+            restart_hub(d)
+            note = " (applied; hub restarted to update instructors' access)"
+        return note
     except hubapi.HubUnavailable:
         return " (hub not running: applied at next `lunarhub up`)"
+
+
+def restart_hub(d: Deployment, timeout: float = 90) -> None:
+    process.ctl(d, "restart", "hub")
+    deadline = time.monotonic() + timeout
+    while not _health(d)[0]:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the hub did not come back after a restart; see lunarhub status")
+        time.sleep(0.5)
 
 
 def cmd_users(args: argparse.Namespace) -> int:
@@ -178,9 +195,9 @@ def cmd_users(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 2
-        for name, groups, full in rows:
+        for i, (name, groups, full) in enumerate(rows):
             d = roster.set_user(base, name, groups, full)
-            note = _apply_live(d, name, groups)
+            note = _apply_live(d, name, groups, reload_roles=i == len(rows) - 1)
             print(f"{name}: groups {','.join(groups)}{note}")
         for u, p in secrets.ensure_passwords(d, [r[0] for r in rows]).items():
             print(f"  password for {u}: {p}")

@@ -120,6 +120,8 @@ class HubSettings(Strict):
     # revoked shares take effect within seconds.
     token_cache_seconds: int = Field(5, ge=0, le=600)
     home_root: str = "/home"
+    # configurable-http-proxy executable; default: the project's npm install, then PATH.
+    proxy_command: str | None = None
 
 
 class PasswordAuth(Strict):

@@ -19,8 +19,17 @@ LAB_ROLES = {Role.science, Role.instructor, Role.student, Role.admin}
 CLI_SERVICE = "lunarhub-cli"
 
 
-def proxy_command() -> str:
-    """configurable-http-proxy from the project's npm install (or PATH)."""
+def proxy_command(d: Deployment) -> str:
+    """configurable-http-proxy from the deployment file, the project's npm install, or PATH."""
+    if d.hub.proxy_command:
+        path = d.path(d.hub.proxy_command)
+        if path.exists() and os.access(path, os.X_OK):
+            return str(path)
+        raise ConfigError(str(d.config_file or "deployment"), [(
+            "hub.proxy_command",
+            f"configurable-http-proxy not found at {path}; install it with `npm ci` in {REPO_ROOT} "
+            "(or `make install`), or fix the path",
+        )])
     local = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
     if local.exists():
         return str(local)
@@ -78,6 +87,9 @@ def roles(d: Deployment) -> list[dict[str, Any]]:
                     f"read:users!group={students}",
                     f"read:users:activity!group={students}",
                 ]
+                # Single-user servers cannot resolve group filters (jupyterhub.services.auth.
+                # check_scopes), so entering a student's server needs a per-user filter too.
+                scopes += [f"access:servers!user={u}" for u in d.members(students)]
             out.append({"name": f"teach-{gname}", "scopes": scopes, "groups": [gname]})
     return out
 
@@ -161,6 +173,9 @@ def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
         "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
         "LUNARHUB_HUB_URL": d.public_url,
         "LUNARHUB_USER_GROUPS": ",".join(d.users[username].groups) if username in d.users else "",
+        # A broken ~/.jupyter config stops the server with its error shown on the spawn
+        # page, instead of being ignored with the user none the wiser.
+        "TRAITLETS_APPLICATION_RAISE_CONFIG_FILE_ERROR": "1",
     }
     for module in _components(d):
         if hasattr(module, "credentials_for"):
@@ -190,7 +205,7 @@ def configure(c: Any, d: Deployment) -> None:
 
     # The proxy outlives a crashed hub (own session, pid file) so users keep working;
     # a restarted hub finds it through the pid file and reuses it.
-    c.ConfigurableHTTPProxy.command = [proxy_command()]
+    c.ConfigurableHTTPProxy.command = [proxy_command(d)]
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{d.hub.proxy_api_port}"
     c.ConfigurableHTTPProxy.auth_token = secrets.token(d, "proxy-auth-token")
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")

@@ -23,7 +23,7 @@ def _others_can_use(path: Path) -> str | None:
 def check(d: Deployment, running: bool) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     try:
-        hub.proxy_command()
+        hub.proxy_command(d)
     except ConfigError as exc:
         problems += exc.problems
     if d.hub.isolation == "system-users":
