@@ -132,8 +132,8 @@ def _components(d: Deployment) -> list[Any]:
     import importlib
 
     mods = []
-    wanted = [("sites", bool(d.sites)), ("gateway", d.services.dask_gateway.enabled),
-              ("dashboards", d.services.dashboards.enabled)]
+    wanted = [("kernels", True), ("courses", True), ("sites", bool(d.sites)),
+              ("gateway", d.services.dask_gateway.enabled), ("dashboards", d.services.dashboards.enabled)]
     for name, enabled in wanted:
         if not enabled:
             continue
