@@ -1,0 +1,73 @@
+"""Notebooks published as versioned Panel dashboards (issue 5).
+
+Hub integration points (lunarhub/hub.py calls them):
+- `hub_services(d)`: the gallery service at /services/dashboards/ and its role;
+- `spawn_environment(d, username)`: where `lunarhub publish` finds the gallery;
+- `spawn_override(d, spawner)`: a named server `dash-<slug>` runs the dashboard
+  (hub-authenticated proxy + panel serve) instead of JupyterLab.
+Publishing from a notebook: `lunarhub publish ...` or `lunarhub.dashboards.publish(...)`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import secrets
+from ..config import Deployment
+
+SERVICE = "dashboards"
+PREFIX = f"/services/{SERVICE}/"
+VENV_BIN = Path(sys.executable).parent
+
+
+def hub_services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The gallery as a hub-managed service (started and restarted with the hub).
+
+    Its role: read users and groups (who may see what), start/stop dashboard servers
+    (`servers`: a culled dashboard starts when a reviewer opens it), and issue a
+    short-lived token *of the publisher* (`tokens`), with which it shares the
+    dashboard server: the hub then checks the publisher's own sharing rights.
+    """
+    svc = {
+        "name": SERVICE,
+        "url": f"http://127.0.0.1:{d.services.dashboards.port}",
+        "command": [str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.service"],
+        "environment": {"LUNARHUB_CONFIG": str(d.config_file or ""), "PYTHONUNBUFFERED": "1"},
+        "oauth_no_confirm": True,
+        "display": True,
+        "info": {"description": "Published Panel dashboards"},
+    }
+    # Give the service a stable token so its API calls work right after a hub restart.
+    svc["api_token"] = secrets.token(d, "dashboards-api-token")
+    role = {
+        "name": SERVICE,
+        "scopes": ["list:users", "read:users", "read:users:name", "read:groups", "read:servers", "servers",
+                   "tokens"],
+        "services": [SERVICE],
+    }
+    return [svc], [role]
+
+
+def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
+    return {"LUNARHUB_DASHBOARDS_URL": f"http://127.0.0.1:{d.hub.port}{PREFIX}"}
+
+
+def spawn_override(d: Deployment, spawner: Any) -> None:
+    from .servers import spawn_override as _override
+
+    _override(d, spawner)
+
+
+def publish(notebook: str | Path, title: str, **kwargs: Any) -> dict[str, Any]:
+    """Validate and publish a notebook; see lunarhub.dashboards.publish.publish."""
+    from .publish import publish as _publish
+
+    return _publish(notebook, title, **kwargs)
+
+
+def unpublish(slug: str, **kwargs: Any) -> dict[str, Any]:
+    from .publish import unpublish as _unpublish
+
+    return _unpublish(slug, **kwargs)

@@ -1,0 +1,62 @@
+"""Gallery texts in English, Russian and Chinese; language from ?lang=, a cookie, or Accept-Language."""
+
+from __future__ import annotations
+
+LANGS = ("en", "ru", "zh")
+
+TEXTS: dict[str, dict[str, str]] = {
+    "gallery": {"en": "Dashboards", "ru": "Дашборды", "zh": "仪表板"},
+    "empty": {"en": "No dashboards are shared with you yet.", "ru": "С вами пока не поделились дашбордами.",
+              "zh": "目前没有与您共享的仪表板。"},
+    "author": {"en": "Author", "ru": "Автор", "zh": "作者"},
+    "institute": {"en": "Institute", "ru": "Институт", "zh": "机构"},
+    "version": {"en": "Version", "ru": "Версия", "zh": "版本"},
+    "date": {"en": "Published", "ru": "Опубликовано", "zh": "发布时间"},
+    "open": {"en": "Open", "ru": "Открыть", "zh": "打开"},
+    "details": {"en": "Details and comments", "ru": "Подробности и комментарии", "zh": "详情与评论"},
+    "older": {"en": "Other versions", "ru": "Другие версии", "zh": "其他版本"},
+    "comments": {"en": "Comments on this version", "ru": "Комментарии к этой версии", "zh": "对此版本的评论"},
+    "no_comments": {"en": "No comments yet.", "ru": "Комментариев пока нет.", "zh": "暂无评论。"},
+    "add_comment": {"en": "Add comment", "ru": "Добавить комментарий", "zh": "添加评论"},
+    "starting": {"en": "Starting the dashboard…", "ru": "Запуск дашборда…", "zh": "正在启动仪表板…"},
+    "starting_note": {"en": "It was idle and stopped; this page reloads by itself.",
+                      "ru": "Он простаивал и был остановлен; страница обновится сама.",
+                      "zh": "它因闲置而停止；本页面将自动刷新。"},
+    "failed": {"en": "The dashboard failed to start.", "ru": "Дашборд не запустился.", "zh": "仪表板启动失败。"},
+    "failed_viewer": {"en": "Its author can see the details here.", "ru": "Подробности видны автору на этой странице.",
+                      "zh": "作者可在此页面查看详细信息。"},
+    "retry": {"en": "Try again", "ru": "Повторить", "zh": "重试"},
+    "log_tail": {"en": "Last lines of the server log (only you, the author, see this)",
+                 "ru": "Последние строки журнала сервера (видны только вам, автору)",
+                 "zh": "服务器日志的最后几行（仅作者本人可见）"},
+    "not_found": {"en": "No such dashboard, or it is not shared with you.",
+                  "ru": "Такого дашборда нет, или он вам не доступен.", "zh": "仪表板不存在或未与您共享。"},
+    "hash": {"en": "Content hash", "ru": "Хеш содержимого", "zh": "内容哈希"},
+    "environment": {"en": "Environment", "ru": "Окружение", "zh": "运行环境"},
+    "back": {"en": "All dashboards", "ru": "Все дашборды", "zh": "全部仪表板"},
+    "shared_with": {"en": "Shared with", "ru": "Доступ", "zh": "共享对象"},
+    "latest": {"en": "latest", "ru": "последняя", "zh": "最新"},
+}
+
+
+def pick(query: str | None, cookie: str | None, accept_language: str | None) -> str:
+    for cand in (query, cookie):
+        if cand in LANGS:
+            return cand
+    ranked = []
+    for i, part in enumerate((accept_language or "").split(",")):
+        tag, _, q = part.strip().partition(";q=")
+        try:
+            weight = float(q) if q else 1.0
+        except ValueError:
+            weight = 0.0
+        ranked.append((-weight, i, tag.split("-")[0].lower()))
+    for _, _, lang in sorted(ranked):
+        if lang in LANGS:
+            return lang
+    return "en"
+
+
+def t(key: str, lang: str) -> str:
+    entry = TEXTS[key]
+    return entry.get(lang) or entry["en"]

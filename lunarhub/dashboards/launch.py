@@ -1,0 +1,58 @@
+"""What a dashboard named server runs (as the publisher): a hub-authenticated
+jupyter-server-proxy in front of `panel serve`.
+
+    python -m lunarhub.dashboards.launch CACHE_SECONDS -- panel serve apps/v1.py ... --port={port}
+
+Why not `jupyter-standaloneproxy` directly: its HubOAuth is created with
+`HubOAuth.instance()`, which ignores command-line config, so the token cache
+would stay at JupyterHub's 5-minute default and a revoked share would keep
+working for minutes. The instance is created here first with the short cache.
+Also checks the snapshots up front: a missing or unreadable one ends the start
+with a message in the server log (shown to the author), not a blank page later.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def check_apps(apps: list[str]) -> list[str]:
+    problems = []
+    for app in apps:
+        path = Path(app)
+        version_dir = path.parent.parent / path.stem
+        notebook_ok = False
+        try:
+            import json
+
+            meta = json.loads((version_dir / "metadata.json").read_text(encoding="utf-8"))
+            notebook_ok = (version_dir / "files" / meta["notebook"]).is_file()
+            path.read_text(encoding="utf-8")
+        except (OSError, ValueError, KeyError) as exc:
+            problems.append(f"{version_dir.name}: snapshot unreadable ({exc.__class__.__name__}: {exc})")
+            continue
+        if not notebook_ok:
+            problems.append(f"{version_dir.name}: the snapshot's notebook {meta['notebook']!r} is missing")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    cache_seconds, sep, *rest = argv
+    assert sep == "--", "usage: launch CACHE_SECONDS -- [proxy options] -- panel serve ..."
+    apps = [a for a in rest if a.endswith(".py")]
+    problems = check_apps(apps)
+    if problems:
+        print("lunarhub dashboard: cannot serve:\n  " + "\n  ".join(problems), file=sys.stderr, flush=True)
+        return 3
+    from jupyter_server_proxy.standalone import StandaloneProxyServer
+    from jupyterhub.services.auth import HubOAuth
+
+    HubOAuth.instance(cache_max_age=int(cache_seconds))
+    sys.argv = ["jupyter-standaloneproxy", *rest]
+    StandaloneProxyServer.launch_instance(rest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,82 @@
+"""Who may share a dashboard with whom, from the deployment model.
+
+The hub enforces the same rule (roles `share-<group>` name only the allowed
+targets, lunarhub/hub.py); checking here first turns the hub's bare 403 into a
+reason the publisher can act on, before anything is stored or started.
+"""
+
+from __future__ import annotations
+
+from ..config import Deployment, Role
+
+# Groups whose members get a lab (and so may publish): same set as hub.LAB_ROLES.
+PUBLISHER_ROLES = {Role.science, Role.instructor, Role.student, Role.admin}
+
+
+class ShareRefused(ValueError):
+    pass
+
+
+def allowed_groups(d: Deployment, username: str) -> dict[str, list[str]]:
+    """target group -> the publisher's groups that allow sharing with it."""
+    out: dict[str, list[str]] = {}
+    user = d.users.get(username)
+    for g in user.groups if user else []:
+        group = d.groups[g]
+        if group.role in PUBLISHER_ROLES:
+            for target in group.share_with:
+                out.setdefault(target, []).append(g)
+    return out
+
+
+def parse_targets(d: Deployment, items: list[str]) -> tuple[list[str], list[str]]:
+    """Split share targets into (groups, users); `user:NAME` forces a user name."""
+    groups, users = [], []
+    for raw in items:
+        name = raw.strip()
+        if not name:
+            continue
+        if name.startswith("user:"):
+            users.append(name[5:])
+        elif name.startswith("group:"):
+            groups.append(name[6:])
+        elif name in d.groups:
+            groups.append(name)
+        elif name in d.users:
+            users.append(name)
+        else:
+            raise ShareRefused(f"unknown group or user {name!r} (groups: {', '.join(sorted(d.groups))})")
+    return sorted(set(groups)), sorted(set(users))
+
+
+def check_share(d: Deployment, username: str, groups: list[str], users: list[str]) -> None:
+    """Raise ShareRefused naming the target, the publisher's groups and what they allow."""
+    if username not in d.users:
+        raise ShareRefused(f"{username} is not a user of this deployment")
+    mine = d.users[username].groups
+    if not any(d.groups[g].role in PUBLISHER_ROLES for g in mine):
+        raise ShareRefused(f"{username} may not publish dashboards (groups {', '.join(mine)} have no lab)")
+    allowed = allowed_groups(d, username)
+    allowed_text = ", ".join(sorted(allowed)) or "nobody"
+    for g in groups:
+        if g not in d.groups:
+            raise ShareRefused(f"unknown group {g!r}")
+        if g not in allowed:
+            raise ShareRefused(
+                f"{username} may not share with group {g!r}: the deployment file lets your groups "
+                f"({', '.join(mine)}) share with {allowed_text} (groups.<group>.share_with)")
+    for u in users:
+        if u not in d.users:
+            raise ShareRefused(f"unknown user {u!r}")
+        if not set(d.users[u].groups) & set(allowed):
+            raise ShareRefused(
+                f"{username} may not share with user {u!r} (groups {', '.join(d.users[u].groups)}): "
+                f"your groups may share with members of {allowed_text}")
+
+
+def may_view(d: Deployment, info: dict, username: str, user_groups: list[str]) -> bool:
+    """Listing rule of the gallery (the hub's shares decide actual access)."""
+    if info.get("owner") == username:
+        return True
+    targets = info.get("share_groups", []), info.get("share_users", [])
+    return bool(set(targets[0]) & set(user_groups)) or username in targets[1]

@@ -1,0 +1,105 @@
+"""Publishing from a user's server: validate here (as the publisher), then hand the
+snapshot to the gallery service, which stores it, starts the dashboard server and
+shares it with the publisher's own (short-lived) token.
+
+Inside a server, JUPYTERHUB_API_TOKEN and LUNARHUB_DASHBOARDS_URL are set by the
+hub; elsewhere pass `token=` and `url=` (or set those variables).
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import os
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .store import StoreError, check_relpath
+from .validate import DEFAULT_TIMEOUT, validate
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+def _endpoint(url: str | None, token: str | None) -> tuple[str, str]:
+    url = url or os.environ.get("LUNARHUB_DASHBOARDS_URL")
+    token = token or os.environ.get("JUPYTERHUB_API_TOKEN")
+    if not url or not token:
+        raise PublishError("run this in your lunarhub server (it sets LUNARHUB_DASHBOARDS_URL and "
+                           "JUPYTERHUB_API_TOKEN), or pass url= and token=")
+    return url.rstrip("/") + "/", token
+
+
+def _call(method: str, url: str, token: str, **kw: Any) -> dict[str, Any]:
+    try:
+        r = requests.request(method, url, headers={"Authorization": f"token {token}"},
+                             timeout=kw.pop("timeout", 300), allow_redirects=False, **kw)
+    except requests.ConnectionError as exc:
+        raise PublishError(f"the dashboards service at {url} does not answer ({exc.__class__.__name__})") from None
+    try:
+        data = r.json()
+    except ValueError:
+        data = {"error": f"{r.status_code} {r.text[:300]}"}
+    if r.status_code >= 400:
+        raise PublishError(data.get("error") or f"{method} {url}: {r.status_code}")
+    return data
+
+
+def collect_files(notebook: Path, patterns: list[str]) -> dict[str, bytes]:
+    """The notebook and the declared files, keyed by path relative to the notebook's folder."""
+    base = notebook.parent.resolve()
+    out = {notebook.name: notebook.read_bytes()}
+    for pattern in patterns:
+        check_relpath(pattern)  # no '../' or absolute paths: the snapshot is self-contained
+        matches = sorted(glob.glob(str(base / pattern), recursive=True))
+        if not matches:
+            raise PublishError(f"declared file {pattern!r} matches nothing in {base}")
+        for m in matches:
+            p = Path(m)
+            if p.is_dir():
+                continue
+            rel = p.resolve().relative_to(base) if p.resolve().is_relative_to(base) else None
+            if rel is None:
+                raise PublishError(f"declared file {pattern!r} leads outside {base} (symlink?)")
+            out[rel.as_posix()] = p.read_bytes()
+    return out
+
+
+def publish(notebook: str | Path, title: str, *, description: str = "", share_with: list[str] | None = None,
+            files: list[str] | None = None, slug: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+            url: str | None = None, token: str | None = None) -> dict[str, Any]:
+    """Validate `notebook` and publish it; returns the version record (url, version, hash)."""
+    endpoint, token = _endpoint(url, token)
+    nb = Path(notebook)
+    checked = validate(nb, timeout=timeout)  # raises ValidationError with cell + error
+    try:
+        payload_files = collect_files(nb, list(files or []))
+    except StoreError as exc:
+        raise PublishError(str(exc)) from None
+    body = {
+        "title": title, "description": description, "slug": slug, "notebook": nb.name,
+        "share_with": list(share_with or []), "environment": checked.environment,
+        "files": {k: base64.b64encode(v).decode() for k, v in payload_files.items()},
+    }
+    return _call("POST", endpoint + "api/dashboards", token, json=body)
+
+
+def unpublish(slug: str, *, version: int | None = None, owner: str | None = None, url: str | None = None,
+              token: str | None = None) -> dict[str, Any]:
+    endpoint, token = _endpoint(url, token)
+    owner = owner or os.environ.get("JUPYTERHUB_USER") or _whoami(endpoint, token)
+    path = f"api/dashboards/{owner}/{slug}" + (f"/v{version}" if version else "")
+    return _call("DELETE", endpoint + path, token)
+
+
+def list_dashboards(*, mine: bool = False, url: str | None = None, token: str | None = None) -> list[dict[str, Any]]:
+    endpoint, token = _endpoint(url, token)
+    return _call("GET", endpoint + "api/dashboards" + ("?mine=1" if mine else ""), token)["dashboards"]
+
+
+def _whoami(endpoint: str, token: str) -> str:
+    hub = endpoint.split("/services/")[0]
+    return _call("GET", hub + "/hub/api/user", token)["name"]

@@ -1,0 +1,57 @@
+"""What a dashboard named server (`dash-<slug>`) runs: set on the spawner before start."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import Deployment
+from .store import Store, slug_of_server
+
+VENV_BIN = Path(sys.executable).parent
+
+
+class NotADashboard(RuntimeError):
+    pass
+
+
+def dashboard_command(d: Deployment, apps: list[Path]) -> tuple[list[str], list[str]]:
+    """cmd and args: the hub-authenticated proxy (launch.py) in front of panel serve.
+
+    `{port}` and `{base_url}` are filled in by jupyter-server-proxy. absolute_url: the
+    proxy forwards the full /user/<owner>/dash-<slug>/... path, which panel serves
+    under the same --prefix, so every link and the websocket URL stay right.
+    """
+    cmd = [str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.launch"]
+    args = [
+        str(d.hub.token_cache_seconds), "--",
+        "--absolute-url", "--timeout=60", "--activity-interval=60",
+        "--",
+        str(VENV_BIN / "panel"), "serve", *[str(a) for a in apps],
+        "--port={port}", "--address=127.0.0.1", "--prefix={base_url}",
+        # The Origin check is done by the hub-authenticated proxy in front (cookie +
+        # OAuth); panel sees the proxy's Host, not the browser's.
+        "--allow-websocket-origin=*",
+    ]
+    return cmd, args
+
+
+def spawn_override(d: Deployment, spawner: Any) -> None:
+    """Turn a `dash-<slug>` server into its dashboard; other servers are left alone."""
+    slug = slug_of_server(getattr(spawner, "name", "") or "")
+    if slug is None:
+        return
+    owner = spawner.user.name
+    dash = Store.for_deployment(d).get(owner, slug)
+    if dash is None or not dash.active or not dash.versions:
+        raise NotADashboard(f"{owner} has no published dashboard {slug!r}: the server name "
+                            f"'dash-{slug}' is reserved for dashboards (lunarhub publish)")
+    apps = [dash.path / "apps" / f"v{v.version}.py" for v in dash.versions]
+    spawner.cmd, spawner.args = dashboard_command(d, apps)
+    spawner.default_url = ""
+    # The dashboard runs as its publisher, with their data credentials (already in
+    # spawner.environment) — but not in their home: the snapshot is its world.
+    spawner.notebook_dir = str(dash.path)
+    spawner.environment["LUNARHUB_DASHBOARD"] = f"{owner}/{slug}"
+    spawner.environment["BOKEH_RESOURCES"] = "server"

@@ -1,0 +1,137 @@
+"""Publish-time check: run the notebook the way `panel serve` will, under a timeout.
+
+The notebook runs in a child process (its own interpreter, killed at the
+timeout) inside a Bokeh session document, exactly as runner.serve_snapshot runs
+it in the dashboard server. Refused: a cell that raises (cell number + error),
+no `.servable()` object, or no end within the timeout (the cell still running).
+It runs as whoever publishes, in their server, with their data credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TIMEOUT = 120
+# The packages whose versions decide whether a dashboard still runs the same way.
+ENV_PACKAGES = ("panel", "bokeh", "holoviews", "hvplot", "param", "numpy", "pandas", "xarray",
+                "rioxarray", "rasterio", "dask", "intake", "intake-xarray", "matplotlib", "lunarhub")
+
+
+class ValidationError(Exception):
+    """The notebook cannot be published; str() says which cell and why."""
+
+    def __init__(self, message: str, cell: int | None = None, detail: str = ""):
+        super().__init__(message)
+        self.cell = cell
+        self.detail = detail
+
+
+@dataclass
+class Validated:
+    roots: int
+    seconds: float
+    environment: dict[str, Any]
+
+
+def environment() -> dict[str, Any]:
+    pkgs = {}
+    for name in ENV_PACKAGES:
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"python": platform.python_version(), "implementation": platform.python_implementation(),
+            "executable": sys.executable, "packages": pkgs}
+
+
+def validate(notebook: Path, timeout: float = DEFAULT_TIMEOUT) -> Validated:
+    notebook = Path(notebook).resolve()
+    if not notebook.exists():
+        raise ValidationError(f"{notebook}: no such notebook")
+    with tempfile.TemporaryDirectory(prefix="lunarhub-validate-") as tmp:
+        progress = Path(tmp) / "progress"
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "lunarhub.dashboards.validate", str(notebook), str(progress), str(result)]
+        start = time.monotonic()
+        # Own session: a notebook that forks (dask, subprocesses) is killed as a whole.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=notebook.parent)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            cell = _last_cell(progress)
+            where = f" (cell {cell} was still running)" if cell else ""
+            raise ValidationError(f"the notebook did not finish within {timeout:g} s{where}", cell) from None
+        seconds = time.monotonic() - start
+        if not result.exists():
+            tail = "\n".join(out.decode(errors="replace").splitlines()[-15:])
+            raise ValidationError(f"the notebook crashed the Python process (exit status {proc.returncode})",
+                                  _last_cell(progress), tail)
+        data = json.loads(result.read_text())
+    if data.get("error"):
+        raise ValidationError(data["error"], data.get("cell"), data.get("traceback", ""))
+    if not data.get("roots"):
+        raise ValidationError(
+            "the notebook ran but made nothing servable: call .servable() on the Panel object "
+            "the dashboard should show (e.g. `pn.Column(widget, plot).servable()`)")
+    return Validated(data["roots"], seconds, data["environment"])
+
+
+def _last_cell(progress: Path) -> int | None:
+    try:
+        lines = progress.read_text().split()
+        return int(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+
+
+def _child(notebook: Path, progress: Path, result: Path) -> None:
+    """Runs in the child: a Bokeh session document, the cells, then count its roots."""
+    import types
+    import weakref
+
+    from bokeh.application import Application
+    from bokeh.document import Document
+    from bokeh.server.contexts import ApplicationContext, BokehSessionContext
+
+    from .runner import CellError, run_cells
+
+    out: dict[str, Any] = {"environment": environment()}
+    with open(progress, "a") as prog:
+        def on_cell(i: int) -> None:
+            prog.write(f"{i}\n")
+            prog.flush()
+
+        try:
+            from panel.io.state import set_curdoc
+
+            doc = Document()
+            ctx = BokehSessionContext("lunarhub-validate", ApplicationContext(Application()).server_context, doc)
+            # panel reads request arguments/cookies while building objects
+            ctx._request = types.SimpleNamespace(arguments={}, cookies={}, headers={})  # type: ignore[assignment]
+            doc._session_context = weakref.ref(ctx)  # type: ignore[assignment]
+            with set_curdoc(doc):
+                run_cells(notebook, {"__name__": "__main__", "__file__": str(notebook)}, notebook.parent, on_cell)
+            out["roots"] = len(doc.roots)
+        except CellError as exc:
+            out.update(error=str(exc), cell=exc.cell, traceback=exc.tb)
+        except Exception as exc:  # noqa: BLE001 - reported to the publisher, not swallowed
+            out.update(error=f"{type(exc).__name__}: {exc}")
+    result.write_text(json.dumps(out))
+
+
+if __name__ == "__main__":
+    _child(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
