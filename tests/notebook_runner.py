@@ -1,0 +1,147 @@
+"""Run notebooks with nbval inside a real user server of a running lunarhub.
+
+"Inside" means: the user's server is started through the hub; its process
+environment (read from /proc/<pid>/environ: site credentials, the hub token of
+that server, dask-gateway settings, JUPYTER_PATH with the Lunar kernel) is given
+to `python -m pytest --nbval-lax`, run with `runuser` as the user's own system
+account on a copy of the notebooks in the user's home. The kernels nbval starts
+are then what the user's server would start for them (same account, same
+kernel spec, same environment), without driving a browser.
+
+Used by tests/integration/test_notebooks.py and by hand while writing notebooks:
+    .venv/bin/python tests/notebook_runner.py CONFIG USER NOTEBOOK...
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ANSI = re.compile(r"(\x1b|#x1B)\[[0-9;]*m")
+CELL_TIMEOUT = 170  # seconds; a notebook must finish in < 3 min anyway
+
+
+@dataclass
+class CellResult:
+    notebook: str
+    cell: str
+    outcome: str  # passed / failed / error / skipped
+    message: str = ""
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    output: str
+    cells: list[CellResult] = field(default_factory=list)
+    seconds: float = 0.0
+    per_notebook_s: dict[str, float] = field(default_factory=dict)
+
+    def for_notebook(self, name: str) -> list[CellResult]:
+        return [c for c in self.cells if Path(c.notebook).name == name]
+
+    def failures(self, name: str | None = None) -> list[CellResult]:
+        cells = self.for_notebook(name) if name else self.cells
+        return [c for c in cells if c.outcome in ("failed", "error")]
+
+
+def server_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    env = {}
+    for item in raw.split(b"\0"):
+        if b"=" in item:
+            k, _, v = item.partition(b"=")
+            env[k.decode()] = v.decode(errors="replace")
+    return env
+
+
+def stage(notebooks: list[Path], user: str, run_name: str) -> Path:
+    """Copy notebooks into `~user/.nbval/<run_name>/`, owned by the user; returns the folder."""
+    entry = pwd.getpwnam(user)
+    base = Path(entry.pw_dir) / ".nbval"
+    dest = base / run_name
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for nb in notebooks:
+        shutil.copy2(nb, dest / nb.name)
+    for p in [base, dest, *dest.iterdir()]:
+        os.chown(p, entry.pw_uid, entry.pw_gid)
+    return dest
+
+
+def parse_junit(path: Path) -> list[CellResult]:
+    out = []
+    if not path.exists():
+        return out
+    for case in ET.parse(path).getroot().iter("testcase"):
+        # nbval: file is the notebook, name "Cell N" (N counts code cells from 0)
+        nb = case.get("file") or case.get("classname", "")
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                outcome = {"failure": "failed"}.get(tag, tag)
+                message = ANSI.sub("", ((el.get("message") or "") + "\n" + (el.text or "")).strip())
+        out.append(CellResult(nb, case.get("name", "?"), outcome, message))
+    return out
+
+
+def run_nbval(env: dict[str, str], user: str, folder: Path, timeout: float = 600) -> RunResult:
+    """pytest --nbval-lax on `folder` as `user` with the server's environment."""
+    junit = folder / "junit.xml"
+    cmd = ["runuser", "-u", user, "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()],
+           "python", "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "-q", "-rfE",
+           f"--nbval-cell-timeout={CELL_TIMEOUT}", "--durations=0", f"--junitxml={junit}",
+           "-o", "junit_family=xunit1", str(folder)]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=timeout)
+    seconds = time.monotonic() - t0
+    result = RunResult(proc.returncode, proc.stdout + proc.stderr, parse_junit(junit), seconds)
+    for case in ET.parse(junit).getroot().iter("testcase") if junit.exists() else []:
+        nb = Path(case.get("file") or case.get("classname", "")).name
+        result.per_notebook_s[nb] = result.per_notebook_s.get(nb, 0.0) + float(case.get("time") or 0)
+    return result
+
+
+def describe_failures(result: RunResult, name: str, first_only: bool = False) -> str:
+    """The failing cells of one notebook with their errors (later cells often fail only
+    because an earlier one did: first_only keeps the cause)."""
+    lines = []
+    for c in result.failures(name)[: 1 if first_only else None]:
+        lines.append(f"{name}: {c.cell} {c.outcome}:\n{c.message[-3000:]}")
+    return "\n\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from conftest import Stack  # noqa: F401 - only for the helper below
+    import yaml
+
+    from lunarhub import config as lconfig  # noqa: F401
+
+    cfg, user, *nbs = argv
+    data = yaml.safe_load(Path(cfg).read_text())
+    stack = Stack(config=Path(cfg), state=Path(data["state_dir"]), data=data)
+    srv = stack.start_server(user)
+    pid = srv.get("state", {}).get("pid") or stack.request(
+        "GET", f"/hub/api/users/{user}", stack.admin_token()).json()["servers"][""]["state"]["pid"]
+    folder = stage([Path(n).resolve() for n in nbs], user, "dev")
+    res = run_nbval(server_environ(pid), user, folder)
+    print(ANSI.sub("", res.output)[-1500:])
+    for nb in nbs:
+        print(describe_failures(res, Path(nb).name, first_only=True))
+    print(f"{res.seconds:.1f}s", res.per_notebook_s)
+    return res.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
