@@ -162,7 +162,8 @@ def _default_url(d: Deployment):
         user = handler.current_user
         if user is not None and user.name in no_lab:
             return dashboards
-        return "/hub/home" if user is None else f"/hub/user/{user.name}/"
+        # /hub/spawn starts the default server (no options form) and then opens it.
+        return "/hub/home" if user is None else "/hub/spawn"
 
     return default_url
 
@@ -201,7 +202,12 @@ def configure(c: Any, d: Deployment) -> None:
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = 5
     c.JupyterHub.default_url = _default_url(d)
-    c.JupyterHub.template_vars = {"lunarhub_name": d.name}
+    c.JupyterHub.template_paths = [str(REPO_ROOT / "hub" / "templates")]
+    c.JupyterHub.template_vars = {
+        "lunarhub_name": d.name,
+        "lunarhub_lab_groups": sorted(g for g, grp in d.groups.items() if grp.role in LAB_ROLES),
+        "lunarhub_dashboards_url": "/services/dashboards/" if d.services.dashboards.enabled else "",
+    }
 
     # The proxy outlives a crashed hub (own session, pid file) so users keep working;
     # a restarted hub finds it through the pid file and reuses it.
@@ -278,6 +284,10 @@ def configure(c: Any, d: Deployment) -> None:
             spawner.mem_limit = int(prof.memory_gb * 1024**3)
             spawner.cpu_limit = prof.cpu
         spawner.environment.update(spawn_environment(live, username))
+        if live.services.dashboards.enabled:  # LOCAL TEST PATCH (dashboards) - not committed
+            from . import dashboards
+
+            dashboards.spawn_override(live, spawner)
 
     c.Spawner.pre_spawn_hook = pre_spawn_hook
 
