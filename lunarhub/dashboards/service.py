@@ -458,7 +458,7 @@ def make_app(d: Deployment, prefix: str) -> web.Application:
         attempts={}, log_dir=str(d.state_path / "logs" / "servers"),
         # HubOAuth keeps the login in a signed cookie: a stable secret keeps users logged in
         # across a restart of the service (JupyterHub's own xsrf handling covers forms).
-        cookie_secret=secrets.token(d, "dashboards-cookie-secret"), xsrf_cookies=True)
+        cookie_secret=secrets.token(d, "dashboards-cookie-secret"))
 
 
 def main() -> None:
