@@ -100,6 +100,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{name:16s} {info['state']:10s} {info['detail']}")
         healthy = healthy and info["state"] == "RUNNING"
     print(f"{'proxy+hub':16s} {'healthy' if ok else 'UNHEALTHY':10s} {detail}")
+    for name, site_ok, site_detail in _site_health(d):
+        healthy = healthy and site_ok
+        print(f"{'site ' + name:16s} {'healthy' if site_ok else 'UNHEALTHY':10s} {site_detail}")
     if ok:
         try:
             users = hubapi.HubAPI(d).users()
@@ -109,6 +112,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - status must report, not crash
             print(f"{'user servers':16s} {'?':10s} {exc}")
     return 0 if healthy else 1
+
+
+def _site_health(d: Deployment) -> list[tuple[str, bool, str]]:
+    """A site answering for its catalog (200, or 401 without credentials) is serving."""
+    if not d.sites:
+        return []
+    from . import sites
+
+    out = []
+    for name in d.sites:
+        url = sites.site_url(d, name).rstrip("/") + "/catalog.yaml"
+        try:
+            r = requests.get(url, timeout=3)
+            out.append((name, r.status_code in (200, 401), f"{url} -> {r.status_code}"))
+        except requests.RequestException as exc:
+            out.append((name, False, f"{url} -> {exc.__class__.__name__}"))
+    return out
 
 
 def cmd_token(args: argparse.Namespace) -> int:
