@@ -157,3 +157,42 @@ def test_roster_overlay_add_and_remove(tmp_path):
     with pytest.raises(ValueError, match="unknown group"):
         roster.set_user(d, "boris", ["wizards"])
     assert "boris" not in roster.effective(d).users
+
+
+def _configured(tmp_path, auth: dict):
+    from traitlets.config import Config
+
+    data = demo_dict()
+    data["state_dir"] = str(tmp_path / "state")
+    data["hub"]["isolation"] = "single-account"
+    data["auth"] = auth
+    secret = tmp_path / "oauth-secret"
+    secret.write_text("s3cret\n")
+    d = parse(yaml.safe_dump(data))
+    c = Config()
+    hub.configure(c, d)
+    return c
+
+
+def test_oauth_switch_configures_the_real_authenticator(tmp_path):
+    from oauthenticator.generic import GenericOAuthenticator
+
+    c = _configured(tmp_path, {"kind": "oauth", "oauth": {
+        "client_id": "lunarhub", "client_secret_file": str(tmp_path / "oauth-secret"),
+        "authorize_url": "https://sso.iki.example/auth", "token_url": "https://sso.iki.example/token",
+        "userdata_url": "https://sso.iki.example/userinfo"}})
+    assert c.JupyterHub.authenticator_class == "generic-oauth"
+    auth = GenericOAuthenticator(config=c)
+    assert auth.client_secret == "s3cret"
+    assert auth.token_url == "https://sso.iki.example/token"
+    assert "ru-scientist" in auth.allowed_users
+
+
+def test_ldap_switch_configures_the_real_authenticator(tmp_path):
+    from ldapauthenticator import LDAPAuthenticator
+
+    c = _configured(tmp_path, {"kind": "ldap", "ldap": {
+        "server_address": "ldap.naoc.example", "bind_dn_template": ["uid={username},dc=naoc"]}})
+    auth = LDAPAuthenticator(config=c)
+    assert auth.server_address == "ldap.naoc.example"
+    assert auth.bind_dn_template == ["uid={username},dc=naoc"]
