@@ -249,6 +249,17 @@ def cmd_catalog(args: argparse.Namespace, rest: list[str]) -> int:
     return catalog_cli.main(rest)
 
 
+def cmd_render(args: argparse.Namespace, rest: list[str]) -> int:
+    from . import render
+
+    extra = ["--config", args.config] if args.config else []
+    return render.main(extra + rest)
+
+
+# Subcommands owned by other modules: their arguments are handed on untouched.
+PASSTHROUGH = {"catalog": cmd_catalog, "render": cmd_render}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lunarhub", description=__doc__)
     p.add_argument("--config", help="deployment YAML (default: $LUNARHUB_CONFIG or hub/lunarhub.yaml)")
@@ -277,18 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     i = usub.add_parser("import")
     i.add_argument("csv", help="CSV with columns username,groups[,full_name]; groups separated by ';'")
     sub.add_parser("catalog", help="catalog tools: lunarhub catalog validate [PATH]", add_help=False)
+    sub.add_parser("render", help="render Kubernetes (daskhub values) or HPC gateway config",
+                   add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # `catalog` hands its arguments on untouched.
-    if "catalog" in argv:
-        idx = argv.index("catalog")
-        head, rest = argv[: idx + 1], argv[idx + 1:]
-        args = parser.parse_args(head)
-        return cmd_catalog(args, rest)
+    for name, handler in PASSTHROUGH.items():
+        if name in argv:
+            idx = argv.index(name)
+            head, rest = argv[: idx + 1], argv[idx + 1:]
+            return handler(parser.parse_args(head), rest)
     args = parser.parse_args(argv)
     handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "token": cmd_token,
                 "users": cmd_users, "passwords": cmd_passwords, "config": cmd_config}
