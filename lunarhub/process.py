@@ -148,10 +148,22 @@ def supervisor_running(d: Deployment) -> bool:
         s.close()
 
 
+def _fingerprint(d: Deployment) -> str:
+    import hashlib
+
+    return hashlib.sha256(d.model_dump_json().encode()).hexdigest()
+
+
 def start(d: Deployment) -> None:
     conf = write_conf(d)
+    stamp = supervisor_dir(d) / "deployment.sha256"
+    changed = not stamp.exists() or stamp.read_text() != _fingerprint(d)
+    stamp.write_text(_fingerprint(d))
     if supervisor_running(d):
         ctl(d, "update")
+        if changed:
+            # The hub reads the deployment only at start; user servers survive its restart.
+            ctl(d, "restart", "hub")
         ctl(d, "start", "all")
         return
     subprocess.run([str(VENV_BIN / "supervisord"), "-c", str(conf)], check=True, cwd=d.state_path)
