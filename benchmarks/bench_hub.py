@@ -63,18 +63,18 @@ def spawn_time(base: str, user: str, token: str) -> float:
     return time.perf_counter() - t0
 
 
-def browser_login_to_lab(stack, user: str) -> float:
-    from browser import chromium, hub_login
+def browser_login_to_lab(browser, stack, user: str) -> float:
+    from browser import hub_login
 
-    with chromium() as b:
-        ctx = b.new_context()
+    ctx = browser.new_context()
+    try:
         page = ctx.new_page()
         t0 = time.perf_counter()
         hub_login(page, stack.url, user, stack.password(user))
-        page.wait_for_selector(".jp-LauncherCard", timeout=120_000)
-        dt = time.perf_counter() - t0
+        page.wait_for_selector(".jp-LabShell", timeout=120_000)
+        return time.perf_counter() - t0
+    finally:
         ctx.close()
-    return dt
 
 
 def stock_hub(rounds: int) -> list[float]:
@@ -132,6 +132,7 @@ def main() -> int:
     args = ap.parse_args()
 
     stock = stock_hub(args.rounds)
+    print("stock spawn -> ready: " + ", ".join(f"{t:.2f}" for t in stock), flush=True)
     tmp = open_tmpdir("bench-hub")
     stack = make_stack(tmp)
     stack.cli("up", timeout=240)
@@ -141,10 +142,15 @@ def main() -> int:
         for _ in range(args.rounds):
             api_times.append(spawn_time(stack.url, "cn-scientist", admin))
             stop(stack.url, "cn-scientist", admin)
+            print(f"spawn -> ready: {api_times[-1]:.2f} s", flush=True)
+        from browser import chromium
+
         lab_times = []
-        for _ in range(args.rounds):
-            lab_times.append(browser_login_to_lab(stack, "cn-scientist"))
-            stop(stack.url, "cn-scientist", admin)
+        with chromium() as browser:
+            for _ in range(args.rounds):
+                lab_times.append(browser_login_to_lab(browser, stack, "cn-scientist"))
+                stop(stack.url, "cn-scientist", admin)
+                print(f"login -> lab: {lab_times[-1]:.2f} s", flush=True)
 
         roster = tmp / "bench.csv"
         names = [f"bench-{i:02d}" for i in range(args.users)]
