@@ -10,12 +10,18 @@ Gradients use Horn's 3x3 method (the default of ``gdaldem``). The metric pixel s
 from the CRS: on a geographic grid (e.g. ``IAU_2015:30100``) a pixel is ``R*dlat`` tall and
 ``R*cos(lat)*dlon`` wide, with R the CRS sphere radius (1737.4 km for the Moon), so the
 width changes from row to row; on a projected grid it is the transform's pixel size.
-See docs/terrain.md.
+
+Slope, aspect, hillshade and range roughness all run through one fused per-pixel kernel
+(``terrain_pipeline`` computes several of them in a single pass, the Horn gradient once per
+pixel), compiled with numba when it is installed and otherwise run as an equivalent numpy
+expression (same arithmetic in the same order, double precision inside). See docs/terrain.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +34,7 @@ import xarray as xr
 MOON_RADIUS_M = 1_737_400.0
 
 Edges = Literal["nan", "nearest", "reflect"]
+Engine = Literal["auto", "numba", "numpy"]
 
 # Attributes that describe the stored heights, not a derived product.
 _DROP_ATTRS = {"scale_factor", "add_offset", "_FillValue", "missing_value", "units", "long_name",
@@ -117,13 +124,18 @@ def _work_dtype(dem: xr.DataArray) -> np.dtype:
 
 BlockFn = Callable[[np.ndarray, int], np.ndarray]
 
+# numpy input is processed in strips of this many rows, so temporaries stay small.
+_NUMPY_STRIP_ROWS = 512
+
 
 def _apply(dem: xr.DataArray, grid: Grid, depth: int, block_fn: BlockFn, what: str, edges: Edges,
-           out_dtype: np.dtype | None = None) -> xr.DataArray:
+           out_dtype: np.dtype | None = None, n_out: int | None = None) -> xr.DataArray | np.ndarray:
     """Run ``block_fn(padded_block, first_interior_row)`` over the DEM with a halo of ``depth``.
 
-    The same block function serves numpy input (one block: the whole padded array) and dask
-    input (one call per chunk, halos exchanged by map_overlap), so both paths agree exactly.
+    The same block function serves numpy input (row strips of the padded array) and dask
+    input (one call per chunk, halos exchanged by ``dask.array.overlap.overlap``), so both
+    paths agree exactly. With ``n_out`` the block function returns ``(n_out, rows, cols)``
+    (several products from one pass) and so does the result (a bare numpy/dask array then).
     """
     if edges not in ("nan", "nearest", "reflect"):
         raise ValueError(f"edges must be 'nan', 'nearest' or 'reflect', got {edges!r}")
@@ -131,6 +143,7 @@ def _apply(dem: xr.DataArray, grid: Grid, depth: int, block_fn: BlockFn, what: s
     out_dtype = out_dtype or dtype
     x_edge = "periodic" if grid.wraps_x else edges
     data = dem.data
+    lead = () if n_out is None else (n_out,)
     if isinstance(data, da.Array):
         for axis, name in enumerate(dem.dims):
             small = min(data.chunks[axis])
@@ -142,19 +155,34 @@ def _apply(dem: xr.DataArray, grid: Grid, depth: int, block_fn: BlockFn, what: s
                 )
         starts = np.concatenate([[0], np.cumsum(data.chunks[0])])
 
-        def per_chunk(block: np.ndarray, block_id: tuple[int, int] | None = None) -> np.ndarray:
-            return block_fn(block, int(starts[block_id[0]]))
+        def per_chunk(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+            return block_fn(block, int(starts[block_info[0]["chunk-location"][0]]))
 
-        out = da.map_overlap(
-            per_chunk, data.astype(dtype), depth=depth,
-            boundary={0: _DASK_BOUNDARY[edges], 1: _DASK_BOUNDARY[x_edge]},
-            trim=False, chunks=data.chunks, dtype=out_dtype, meta=np.empty((0, 0), out_dtype),
-        )
+        # overlap + map_blocks (what map_overlap(trim=False) does), spelled out so that the
+        # kernel may add a leading "product" axis. No trim: the kernel returns interiors only.
+        padded = da.overlap.overlap(data.astype(dtype), depth={0: depth, 1: depth},
+                                    boundary={0: _DASK_BOUNDARY[edges], 1: _DASK_BOUNDARY[x_edge]})
+        out = da.map_blocks(per_chunk, padded, chunks=tuple((n,) for n in lead) + data.chunks,
+                            new_axis=list(range(len(lead))) or None, dtype=out_dtype,
+                            meta=np.empty((0,) * (len(lead) + 2), out_dtype),
+                            name=f"lunarhub-{what.split('(')[0]}")
     else:
         arr = np.asarray(data, dtype=dtype)
-        arr = _pad(arr, depth, 0, edges)
-        arr = _pad(arr, depth, 1, x_edge)
-        out = block_fn(arr, 0)
+        ny, nx = arr.shape
+        out = np.empty(lead + (ny, nx), out_dtype)
+        for r0 in range(0, ny, _NUMPY_STRIP_ROWS):
+            # Pad strip by strip (rows of the DEM around it, the edge rule only at the DEM's
+            # top/bottom): no padded copy of the whole DEM.
+            r1 = min(ny, r0 + _NUMPY_STRIP_ROWS)
+            lo, hi = r0 - depth, r1 + depth
+            strip = arr[max(lo, 0):min(hi, ny)]
+            if lo < 0 or hi > ny:
+                widths = ((max(0, -lo), max(0, hi - ny)), (0, 0))
+                strip = (np.pad(strip, widths, mode="constant", constant_values=np.nan) if edges == "nan"
+                         else np.pad(strip, widths, mode=_NUMPY_PAD[edges]))
+            out[..., r0:r1, :] = block_fn(_pad(strip, depth, 1, x_edge), r0)
+    if n_out is not None:
+        return out
     return xr.DataArray(out, coords=dem.coords, dims=dem.dims)
 
 
@@ -171,24 +199,254 @@ def _finish(out: xr.DataArray, dem: xr.DataArray, grid: Grid, name: str, units: 
     attrs = {k: v for k, v in dem.attrs.items() if k not in _DROP_ATTRS}
     attrs.update(units=units, long_name=long_name, **{k: str(v) for k, v in extra.items()})
     out = out.rename(name).assign_attrs(attrs)
-    return out.rio.write_crs(grid.crs)
+    return out.rio.write_crs(grid.crs, inplace=True)  # inplace: no deep copy of the data
 
 
-# --- Horn gradient -------------------------------------------------------------------------
+# --- the fused kernel: Horn gradient once per pixel, then every requested product --------
 
-def _horn_gradient(block: np.ndarray, row0: int, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """dz/d(east) and dz/d(north) in m/m for the interior of a block padded by exactly 1."""
-    a, b, c = block[:-2, :-2], block[:-2, 1:-1], block[:-2, 2:]
-    d, f = block[1:-1, :-2], block[1:-1, 2:]
-    g, h, i = block[2:, :-2], block[2:, 1:-1], block[2:, 2:]
-    rows = np.arange(row0, row0 + block.shape[0] - 2)
-    # Horn: weighted central differences, weights 1-2-1, total run 8 pixel steps.
-    dcol = (c - a) + 2 * (f - d) + (i - g)
-    drow = (g - c) + 2 * (h - b) + (i - a)  # == (g+2h+i) - (a+2b+c)
-    dtype = block.dtype.type
-    p = dcol * dtype(1.0 / 8.0) / np.asarray(grid.x_step_m(rows), dtype=block.dtype)
-    q = drow * dtype(1.0 / (8.0 * grid.y_step_m()))
-    return p, q
+PRODUCTS = ("slope", "aspect", "hillshade", "roughness")
+_RAD2DEG = 180.0 / math.pi
+
+
+# atan(x) for x >= 0 as in Cephes (S. Moshier): range reduction by tan(3pi/8) and 0.66, then a
+# rational function; relative error ~1e-16. Written out with selects instead of calling libm so
+# that the compiled row loop vectorizes, and so numpy (the fallback) can evaluate it in exactly
+# the same operations: both engines give bit-identical slopes.
+_T3P8 = 2.41421356237309504880
+_MOREBITS = 6.123233995736765886130e-17
+_AP = (-8.750608600031904122785e-1, -1.615753718733365076637e1, -7.500855792314704667340e1,
+       -1.228866684490136173410e2, -6.485021904942025371773e1)
+_AQ = (2.485846490142306297962e1, 1.650270098316988542046e2, 4.328810604912902668951e2,
+       4.853903996359136964868e2, 1.945506571482613964425e2)
+_P0, _P1, _P2, _P3, _P4 = _AP
+_Q0, _Q1, _Q2, _Q3, _Q4 = _AQ
+_PIO2, _PIO4 = math.pi / 2, math.pi / 4
+
+
+def _fused_loops(block, depth, xstep, ystep, sun_e, sun_n, sun_up, r, i_slope, i_aspect, i_hs,
+                 hs_unit, i_rough, out):
+    """One pass over a block padded by ``depth``; writes ``out[k, i, j]`` for each wanted product
+    (an index of -1 skips it). Row by row: the Horn gradient of a row goes into small scratch
+    arrays, then one tight loop per product. Double precision, the same operations in the same
+    order as :func:`_fused_numpy`. Compiled by numba (see :func:`_compile`)."""
+    ny, nx = out.shape[1], out.shape[2]
+    inv8y = 1.0 / (8.0 * ystep)
+    need_grad = i_slope >= 0 or i_aspect >= 0 or i_hs >= 0
+    p = np.empty(nx)
+    q = np.empty(nx)
+    pq = np.empty(nx)
+    for i in range(ny):
+        xs = xstep[i]
+        top, mid, bot = block[i + depth - 1], block[i + depth], block[i + depth + 1]
+        if need_grad:
+            for j in range(nx):
+                bj = j + depth
+                za, zb, zc = np.float64(top[bj - 1]), np.float64(top[bj]), np.float64(top[bj + 1])
+                zd, zf = np.float64(mid[bj - 1]), np.float64(mid[bj + 1])
+                zg, zh, zi = np.float64(bot[bj - 1]), np.float64(bot[bj]), np.float64(bot[bj + 1])
+                # Horn: weighted central differences, weights 1-2-1, total run 8 pixel steps.
+                dcol = (zc - za) + 2.0 * (zf - zd) + (zi - zg)
+                drow = (zg - zc) + 2.0 * (zh - zb) + (zi - za)  # == (g+2h+i) - (a+2b+c)
+                pj = dcol * 0.125 / xs
+                qj = drow * inv8y
+                p[j] = pj
+                q[j] = qj
+                pq[j] = pj * pj + qj * qj
+        if i_slope >= 0:
+            o = out[i_slope, i]
+            for j in range(nx):
+                x = math.sqrt(pq[j])
+                big = x > _T3P8
+                mi = (not big) and x > 0.66
+                xr = -1.0 / x if big else ((x - 1.0) / (x + 1.0) if mi else x)
+                y0 = _PIO2 if big else (_PIO4 if mi else 0.0)
+                corr = _MOREBITS if big else (0.5 * _MOREBITS if mi else 0.0)
+                z = xr * xr
+                z = z * ((((_P0 * z + _P1) * z + _P2) * z + _P3) * z + _P4) / (
+                    ((((z + _Q0) * z + _Q1) * z + _Q2) * z + _Q3) * z + _Q4)
+                z = xr * z + xr
+                z = z + corr
+                o[j] = (y0 + z) * _RAD2DEG
+        if i_hs >= 0:
+            o = out[i_hs, i]
+            for j in range(nx):
+                # Unit normal of z = f(e, n) is (-p, -q, 1)/sqrt(1+p²+q²); dot it with the sun.
+                cang = (sun_up - p[j] * sun_e - q[j] * sun_n) / math.sqrt(1.0 + pq[j])
+                if hs_unit:
+                    o[j] = 0.0 if cang < 0.0 else (1.0 if cang > 1.0 else cang)
+                else:
+                    o[j] = 1.0 if cang <= 0.0 else 1.0 + 254.0 * cang
+        if i_aspect >= 0:
+            o = out[i_aspect, i]
+            for j in range(nx):
+                if p[j] == 0.0 and q[j] == 0.0:
+                    o[j] = np.nan
+                else:
+                    # Downslope direction is -grad z = (-p east, -q north); compass = atan2(E, N).
+                    o[j] = (math.atan2(-p[j], -q[j]) * _RAD2DEG) % 360.0
+        if i_rough >= 0 and r == 1:
+            o = out[i_rough, i]
+            for j in range(nx):
+                bj = j + depth
+                hi = np.float64(top[bj - 1])
+                lo = hi
+                bad = hi != hi
+                for v32 in (top[bj], top[bj + 1], mid[bj - 1], mid[bj], mid[bj + 1],
+                            bot[bj - 1], bot[bj], bot[bj + 1]):
+                    v = np.float64(v32)
+                    bad = bad | (v != v)
+                    hi = v if v > hi else hi
+                    lo = v if v < lo else lo
+                o[j] = np.nan if bad else hi - lo
+        elif i_rough >= 0:
+            for j in range(nx):
+                bj = j + depth
+                hi = -np.inf
+                lo = np.inf
+                bad = False
+                for di in range(-r, r + 1):
+                    for dj in range(-r, r + 1):
+                        v = np.float64(block[i + depth + di, bj + dj])
+                        bad = bad | (v != v)
+                        hi = v if v > hi else hi
+                        lo = v if v < lo else lo
+                out[i_rough, i, j] = np.nan if bad else hi - lo
+
+
+def _atan_nonneg(x: np.ndarray) -> np.ndarray:
+    """The Cephes atan of :func:`_fused_loops`, on arrays (x >= 0 or NaN)."""
+    big = x > _T3P8
+    mi = ~big & (x > 0.66)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xr = np.where(big, -1.0 / x, np.where(mi, (x - 1.0) / (x + 1.0), x))
+    y0 = np.where(big, _PIO2, np.where(mi, _PIO4, 0.0))
+    corr = np.where(big, _MOREBITS, np.where(mi, 0.5 * _MOREBITS, 0.0))
+    z = xr * xr
+    z = z * ((((_P0 * z + _P1) * z + _P2) * z + _P3) * z + _P4) / (
+        ((((z + _Q0) * z + _Q1) * z + _Q2) * z + _Q3) * z + _Q4)
+    z = xr * z + xr
+    z = z + corr
+    return y0 + z
+
+
+def _fused_numpy(block, depth, xstep, ystep, sun_e, sun_n, sun_up, r, i_slope, i_aspect, i_hs,
+                 hs_unit, i_rough, out):
+    """The same computation as :func:`_fused_loops` with whole-block numpy expressions."""
+    ny, nx = out.shape[1], out.shape[2]
+    z = np.asarray(block, dtype=np.float64)
+
+    def at(di: int, dj: int) -> np.ndarray:
+        return z[depth + di:depth + di + ny, depth + dj:depth + dj + nx]
+
+    if i_slope >= 0 or i_aspect >= 0 or i_hs >= 0:
+        za, zb, zc = at(-1, -1), at(-1, 0), at(-1, 1)
+        zd, zf = at(0, -1), at(0, 1)
+        zg, zh, zi = at(1, -1), at(1, 0), at(1, 1)
+        dcol = (zc - za) + 2.0 * (zf - zd) + (zi - zg)
+        drow = (zg - zc) + 2.0 * (zh - zb) + (zi - za)
+        p = dcol * 0.125 / np.asarray(xstep, dtype=np.float64)[:, None]
+        q = drow * (1.0 / (8.0 * ystep))
+        del dcol, drow
+        pq = p * p + q * q
+        with np.errstate(invalid="ignore"):
+            if i_slope >= 0:
+                out[i_slope] = _atan_nonneg(np.sqrt(pq)) * _RAD2DEG
+            if i_hs >= 0:
+                cang = (sun_up - p * sun_e - q * sun_n) / np.sqrt(1.0 + pq)
+                if hs_unit:
+                    out[i_hs] = np.where(cang < 0.0, 0.0, np.where(cang > 1.0, 1.0, cang))
+                else:
+                    out[i_hs] = np.where(cang <= 0.0, 1.0, 1.0 + 254.0 * cang)
+            if i_aspect >= 0:
+                asp = (np.arctan2(-p, -q) * _RAD2DEG) % 360.0
+                asp[(p == 0.0) & (q == 0.0)] = np.nan
+                out[i_aspect] = asp
+    if i_rough >= 0:
+        win = z[depth - r:depth + r + ny, depth - r:depth + r + nx]
+        out[i_rough] = _window_extreme(win, r, np.maximum) - _window_extreme(win, r, np.minimum)
+
+
+def _compile():
+    """numba-compiled :func:`_fused_loops`, or None (then the numpy expressions are used).
+
+    ``LUNARHUB_TERRAIN_NUMBA=0`` disables it. The machine code is cached on disk when the
+    package directory (or numba's per-user cache) is writable; otherwise compiled per process.
+    """
+    if os.environ.get("LUNARHUB_TERRAIN_NUMBA", "1") == "0":
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    try:
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(_fused_loops)
+    except RuntimeError:  # no writable cache location (e.g. a read-only install for a worker)
+        return numba.njit(cache=False, nogil=True, error_model="numpy")(_fused_loops)
+
+
+_fused_numba = _compile()
+HAVE_NUMBA = _fused_numba is not None
+
+
+def _engine_fn(engine: Engine) -> Callable:
+    if engine not in ("auto", "numba", "numpy"):
+        raise ValueError(f"engine must be 'auto', 'numba' or 'numpy', got {engine!r}")
+    if engine == "numba" and not HAVE_NUMBA:
+        raise ValueError("engine='numba' but numba is not installed (pip install numba), "
+                         "or LUNARHUB_TERRAIN_NUMBA=0 disabled it; use engine='auto' or 'numpy'")
+    return _fused_numpy if engine == "numpy" or not HAVE_NUMBA else _fused_numba
+
+
+def _fused(dem: xr.DataArray, products: Sequence[str], *, azimuth: float = 315.0, altitude: float = 45.0,
+           hs_unit: bool = False, roughness_window: int = 3, edges: Edges = "nan",
+           engine: Engine = "auto") -> tuple[xr.DataArray, Grid, np.ndarray | da.Array]:
+    """``(dem, grid, stack)``: ``stack[k]`` is ``products[k]`` over the whole DEM, one pass."""
+    unknown = [name for name in products if name not in PRODUCTS]
+    if unknown or not products or len(set(products)) != len(products):
+        raise ValueError(f"products must be distinct names out of {PRODUCTS}, got {tuple(products)}")
+    if not isinstance(roughness_window, int | np.integer) or roughness_window < 3 or roughness_window % 2 == 0:
+        raise ValueError(f"window must be an odd integer >= 3, got {roughness_window!r}")
+    kernel = _engine_fn(engine)
+    dem = _check_dem(dem)
+    grid = grid_of(dem)
+    r = roughness_window // 2
+    depth = max(1, r) if "roughness" in products else 1
+    index = {name: (products.index(name) if name in products else -1) for name in PRODUCTS}
+    az, alt = math.radians(azimuth), math.radians(altitude)
+    sun_e, sun_n, sun_up = math.cos(alt) * math.sin(az), math.cos(alt) * math.cos(az), math.sin(alt)
+    ystep = float(grid.y_step_m())
+    dtype = _work_dtype(dem)
+
+    def block_fn(block: np.ndarray, row0: int) -> np.ndarray:
+        ny, nx = block.shape[0] - 2 * depth, block.shape[1] - 2 * depth
+        xstep = np.ascontiguousarray(np.broadcast_to(
+            np.asarray(grid.x_step_m(np.arange(row0, row0 + ny)), dtype=np.float64).reshape(-1), (ny,)))
+        out = np.empty((len(products), ny, nx), dtype)
+        kernel(np.ascontiguousarray(block), depth, xstep, ystep, sun_e, sun_n, sun_up, r,
+               index["slope"], index["aspect"], index["hillshade"], bool(hs_unit), index["roughness"], out)
+        return out
+
+    what = "+".join(products) + (f"(window={roughness_window})" if "roughness" in products else "")
+    stack = _apply(dem, grid, depth, block_fn, what, edges, n_out=len(products))
+    return dem, grid, stack
+
+
+def _as_array(dem: xr.DataArray, data: np.ndarray | da.Array) -> xr.DataArray:
+    return xr.DataArray(data, coords=dem.coords, dims=dem.dims)
+
+
+def _slope_attrs() -> dict:
+    return dict(name="slope", units="degree", long_name="terrain slope", method="Horn (1981)")
+
+
+def _hillshade_attrs(azimuth: float, altitude: float, unit: bool) -> dict:
+    return dict(name="hillshade", units="1" if unit else "gdaldem hillshade value (1-255)",
+                long_name="shaded relief", azimuth=azimuth, altitude=altitude, method="Horn (1981)")
+
+
+def _roughness_attrs(window: int, method: str) -> dict:
+    return dict(name="roughness", units="m", long_name=f"terrain roughness ({method})", window=window,
+                method=method)
 
 
 def slope(dem: xr.DataArray, *, edges: Edges = "nan") -> xr.DataArray:
@@ -198,15 +456,8 @@ def slope(dem: xr.DataArray, *, edges: Edges = "nan") -> xr.DataArray:
     ``-compute_edges``), ``"nearest"`` or ``"reflect"``. A geographic grid spanning 360 degrees
     of longitude wraps around in x whatever ``edges`` says.
     """
-    dem = _check_dem(dem)
-    grid = grid_of(dem)
-
-    def block_fn(block: np.ndarray, row0: int) -> np.ndarray:
-        p, q = _horn_gradient(block, row0, grid)
-        return np.degrees(np.arctan(np.sqrt(p * p + q * q)))
-
-    out = _apply(dem, grid, 1, block_fn, "slope", edges)
-    return _finish(out, dem, grid, "slope", "degree", "terrain slope", method="Horn (1981)")
+    dem, grid, stack = _fused(dem, ("slope",), edges=edges)
+    return _finish(_as_array(dem, stack[0]), dem, grid, **_slope_attrs())
 
 
 def aspect(dem: xr.DataArray, *, edges: Edges = "nan") -> xr.DataArray:
@@ -216,19 +467,9 @@ def aspect(dem: xr.DataArray, *, edges: Edges = "nan") -> xr.DataArray:
     Unlike gdaldem, the gradient uses metric pixel sizes, which matters on non-square
     (e.g. geographic) pixels.
     """
-    dem = _check_dem(dem)
-    grid = grid_of(dem)
-
-    def block_fn(block: np.ndarray, row0: int) -> np.ndarray:
-        p, q = _horn_gradient(block, row0, grid)
-        # The downslope direction is -grad z = (-p east, -q north); compass angle = atan2(E, N).
-        out = np.degrees(np.arctan2(-p, -q)) % 360.0
-        out[(p == 0) & (q == 0)] = np.nan
-        return out
-
-    out = _apply(dem, grid, 1, block_fn, "aspect", edges)
-    return _finish(out, dem, grid, "aspect", "degree", "terrain aspect, clockwise from north",
-                   method="Horn (1981)")
+    dem, grid, stack = _fused(dem, ("aspect",), edges=edges)
+    return _finish(_as_array(dem, stack[0]), dem, grid, "aspect", "degree",
+                   "terrain aspect, clockwise from north", method="Horn (1981)")
 
 
 def hillshade(dem: xr.DataArray, azimuth: float = 315.0, altitude: float = 45.0, *,
@@ -242,24 +483,41 @@ def hillshade(dem: xr.DataArray, azimuth: float = 315.0, altitude: float = 45.0,
     """
     if scale not in ("byte", "unit"):
         raise ValueError(f"scale must be 'byte' or 'unit', got {scale!r}")
-    az, alt = np.deg2rad(azimuth), np.deg2rad(altitude)
-    sun_e, sun_n, sun_up = np.cos(alt) * np.sin(az), np.cos(alt) * np.cos(az), np.sin(alt)
-    dem = _check_dem(dem)
-    grid = grid_of(dem)
+    dem, grid, stack = _fused(dem, ("hillshade",), azimuth=azimuth, altitude=altitude,
+                              hs_unit=scale == "unit", edges=edges)
+    return _finish(_as_array(dem, stack[0]), dem, grid, **_hillshade_attrs(azimuth, altitude, scale == "unit"))
 
-    def block_fn(block: np.ndarray, row0: int) -> np.ndarray:
-        p, q = _horn_gradient(block, row0, grid)
-        # Unit normal of z = f(e, n) is (-p, -q, 1)/sqrt(1+p²+q²); dot it with the sun vector.
-        t = block.dtype.type
-        cang = (t(sun_up) - p * t(sun_e) - q * t(sun_n)) / np.sqrt(1 + p * p + q * q)
-        if scale == "unit":
-            return np.clip(cang, 0, 1)
-        return np.where(cang <= 0, t(1), 1 + t(254) * cang)
 
-    out = _apply(dem, grid, 1, block_fn, "hillshade", edges)
-    units = "1" if scale == "unit" else "gdaldem hillshade value (1-255)"
-    return _finish(out, dem, grid, "hillshade", units, "shaded relief", azimuth=azimuth,
-                   altitude=altitude, method="Horn (1981)")
+def terrain_pipeline(dem: xr.DataArray, azimuth: float = 315.0, altitude: float = 45.0,
+                     roughness_window: int = 3, *,
+                     products: Sequence[str] = ("slope", "hillshade", "roughness"),
+                     hillshade_scale: Literal["byte", "unit"] = "byte", edges: Edges = "nan",
+                     engine: Engine = "auto") -> xr.Dataset:
+    """Slope, hillshade and range roughness (and/or aspect: ``products``) in ONE pass.
+
+    The Horn gradient is computed once per pixel and every product comes out of the same
+    compiled loop; a dask DEM gets one halo exchange (depth ``max(1, roughness_window // 2)``)
+    and one task per chunk producing all products, stacked on a leading axis. Each variable of
+    the returned Dataset equals what :func:`slope`, :func:`hillshade`, :func:`roughness`
+    (``method="range"``) and :func:`aspect` return. ``engine``: ``"numba"`` (compiled),
+    ``"numpy"`` (whole-block numpy expressions, same results), ``"auto"`` (numba if installed).
+
+    To keep memory per worker flat on a cluster, write the Dataset chunk by chunk
+    (``ds.to_zarr(...)``) rather than computing it into memory.
+    """
+    if hillshade_scale not in ("byte", "unit"):
+        raise ValueError(f"hillshade_scale must be 'byte' or 'unit', got {hillshade_scale!r}")
+    products = tuple(products)
+    unit = hillshade_scale == "unit"
+    dem, grid, stack = _fused(dem, products, azimuth=azimuth, altitude=altitude, hs_unit=unit,
+                              roughness_window=roughness_window, edges=edges, engine=engine)
+    attrs = {"slope": _slope_attrs(), "hillshade": _hillshade_attrs(azimuth, altitude, unit),
+             "roughness": _roughness_attrs(roughness_window, "range"),
+             "aspect": dict(name="aspect", units="degree", long_name="terrain aspect, clockwise from north",
+                            method="Horn (1981)")}
+    variables = {name: _finish(_as_array(dem, stack[k]), dem, grid, **attrs[name])
+                 for k, name in enumerate(products)}
+    return xr.Dataset(variables).rio.write_crs(grid.crs, inplace=True)
 
 
 # --- Roughness -----------------------------------------------------------------------------
@@ -288,13 +546,14 @@ def roughness(dem: xr.DataArray, window: int = 3, *, method: Literal["range", "t
         raise ValueError(f"window must be an odd integer >= 3, got {window!r}")
     if method not in ("range", "tri"):
         raise ValueError(f"method must be 'range' or 'tri', got {method!r}")
+    if method == "range":
+        dem, grid, stack = _fused(dem, ("roughness",), roughness_window=window, edges=edges)
+        return _finish(_as_array(dem, stack[0]), dem, grid, **_roughness_attrs(window, method))
     r = window // 2
     dem = _check_dem(dem)
     grid = grid_of(dem)
 
     def block_fn(block: np.ndarray, row0: int) -> np.ndarray:
-        if method == "range":
-            return _window_extreme(block, r, np.maximum) - _window_extreme(block, r, np.minimum)
         ny, nx = block.shape
         centre = block[r:ny - r, r:nx - r]
         acc = np.zeros_like(centre)
@@ -305,8 +564,7 @@ def roughness(dem: xr.DataArray, window: int = 3, *, method: Literal["range", "t
         return np.sqrt(acc)
 
     out = _apply(dem, grid, r, block_fn, f"roughness(window={window})", edges)
-    return _finish(out, dem, grid, "roughness", "m", f"terrain roughness ({method})",
-                   window=window, method=method)
+    return _finish(out, dem, grid, **_roughness_attrs(window, method))
 
 
 # --- Landing-site suitability --------------------------------------------------------------
@@ -367,8 +625,8 @@ def landing_suitability(dem: xr.DataArray, target: tuple[float, float], *, max_s
     False wherever an input is NaN) and ``score`` (0..1: 0 where unsuitable, growing towards
     1 as the site gets flatter, smoother and closer; each criterion contributes 1 - value/limit).
     """
-    s = slope(dem)
-    rough = roughness(dem, roughness_window)
+    both = terrain_pipeline(dem, roughness_window=roughness_window, products=("slope", "roughness"))
+    s, rough = both.slope, both.roughness
     dist = distance_to(dem, target)
     ok = s <= max_slope
     score = (1 - s / max_slope).clip(0, 1)

@@ -116,6 +116,87 @@ def test_edges_are_nan_by_default_and_filled_on_request():
     np.testing.assert_allclose(interior(near.values), interior(s), rtol=1e-12)
 
 
+# --- the fused one-pass pipeline -----------------------------------------------------------------
+
+ALL = ("slope", "hillshade", "roughness", "aspect")
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+def test_pipeline_matches_reference_and_the_single_functions(backend, engine):
+    if engine == "numba" and not terrain.HAVE_NUMBA:
+        pytest.fail("numba is a dependency of lunarhub: pip install -e .")
+    res = 0.05
+    z = Z * 10
+    dem = backend(geographic_dem(z, lat_top=70.0, lon_left=10.0, res_deg=res))
+    lat = 70.0 - res * (np.arange(Z.shape[0]) + 0.5)
+    dx = R * np.cos(np.radians(lat)) * math.radians(res)
+    dy = R * math.radians(res)
+    ds = terrain.terrain_pipeline(dem, azimuth=300.0, altitude=30.0, roughness_window=5, products=ALL,
+                                  engine=engine)
+    assert list(ds.data_vars) == list(ALL) and ds.rio.crs == CRS.from_string("IAU_2015:30100")
+    np.testing.assert_allclose(ds.slope.values, ref.slope(z, dx, dy), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ds.aspect.values, ref.aspect(z, dx, dy), atol=1e-8)
+    np.testing.assert_allclose(ds.hillshade.values, ref.hillshade(z, dx, dy, 300.0, 30.0), rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(ds.roughness.values, ref.roughness_range(z, 5), atol=1e-9)
+    # Each variable is what the single-product function gives (halo 2 here, 1 there).
+    np.testing.assert_array_equal(ds.slope.values, terrain.slope(dem).values)
+    np.testing.assert_array_equal(ds.hillshade.values, terrain.hillshade(dem, 300.0, 30.0).values)
+    np.testing.assert_array_equal(ds.roughness.values, terrain.roughness(dem, 5).values)
+    assert ds.hillshade.attrs["azimuth"] == "300.0" and ds.roughness.attrs["units"] == "m"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("edges", ["nan", "nearest"])
+def test_numba_and_numpy_engines_are_bit_identical(dtype, edges):
+    if not terrain.HAVE_NUMBA:
+        pytest.fail("numba is a dependency of lunarhub: pip install -e .")
+    z = (rough_surface(37, 45, seed=11) * 20).astype(dtype)
+    z[10, 12] = np.nan  # nodata: NaN in every window that touches it
+    z[20:24, 30:35] = z[20, 30]  # a flat patch: aspect NaN, slope 0
+    dem = projected_dem(z, res=30.0)
+    a = terrain.terrain_pipeline(dem, products=ALL, edges=edges, engine="numba")
+    b = terrain.terrain_pipeline(dem, products=ALL, edges=edges, engine="numpy")
+    for name in ALL:
+        assert a[name].dtype == dtype
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    assert np.isnan(a.roughness.values[9:12, 11:14]).all()
+    assert (a.slope.values[21:23, 31:34] == 0).all() and np.isnan(a.aspect.values[21:23, 31:34]).all()
+
+
+def test_pipeline_is_one_lazy_task_per_chunk():
+    dem = projected_dem(rough_surface(40, 50, seed=3)).chunk({"y": 16, "x": 20})
+    ds = terrain.terrain_pipeline(dem)
+    assert all(not isinstance(v.data, np.ndarray) for v in ds.data_vars.values())
+    layers = {k: v for k, v in ds.slope.data.dask.layers.items() if k.startswith("lunarhub-")}
+    assert len(layers) == 1  # one kernel layer shared by all three products...
+    (kernel,) = layers.values()
+    assert len(kernel) == 3 * 3  # ...with one task per DEM chunk (3 x 3 chunks)
+    assert ds.hillshade.data.name.startswith("getitem") and ds.slope.data.dask is not None
+    np.testing.assert_array_equal(ds.compute().roughness.values,
+                                  terrain.terrain_pipeline(dem.compute()).roughness.values)
+
+
+def test_pipeline_without_numba_falls_back_to_numpy(monkeypatch):
+    dem = projected_dem(Z)
+    expected = terrain.terrain_pipeline(dem, engine="numpy")
+    monkeypatch.setattr(terrain, "HAVE_NUMBA", False)
+    np.testing.assert_array_equal(terrain.terrain_pipeline(dem).slope.values, expected.slope.values)
+    with pytest.raises(ValueError, match="numba is not installed"):
+        terrain.terrain_pipeline(dem, engine="numba")
+    with pytest.raises(ValueError, match="products must be distinct"):
+        terrain.terrain_pipeline(dem, products=("slope", "curvature"))
+
+
+def test_numpy_input_is_processed_in_strips(monkeypatch):
+    # Strips of 4 rows: halos between strips must give the same result as one block.
+    z = rough_surface(23, 31, seed=2)
+    whole = terrain.terrain_pipeline(projected_dem(z), products=ALL, roughness_window=5)
+    monkeypatch.setattr(terrain, "_NUMPY_STRIP_ROWS", 4)
+    strips = terrain.terrain_pipeline(projected_dem(z), products=ALL, roughness_window=5)
+    for name in ALL:
+        np.testing.assert_array_equal(strips[name].values, whole[name].values)
+
+
 # --- geographic grids: pixel width shrinks with cos(lat) --------------------------------------
 
 @pytest.mark.parametrize("lat0", [0.0, 60.0])
