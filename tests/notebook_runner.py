@@ -134,7 +134,7 @@ def main(argv: list[str]) -> int:
     srv = stack.start_server(user)
     pid = srv.get("state", {}).get("pid") or stack.request(
         "GET", f"/hub/api/users/{user}", stack.admin_token()).json()["servers"][""]["state"]["pid"]
-    folder = stage([Path(n).resolve() for n in nbs], user, "dev")
+    folder = stage([Path(n).resolve() for n in nbs], user, f"dev-{os.getpid()}")
     res = run_nbval(server_environ(pid), user, folder)
     print(ANSI.sub("", res.output)[-1500:])
     for nb in nbs:
