@@ -366,6 +366,7 @@ class ListApi(ApiBase):
             if ready is None:
                 logs = Path(self.settings["log_dir"]) / f"{owner}--{server}.log"
                 raise HubError(500, f"the dashboard server did not start. Last lines of its log:\n{log_tail(logs)}")
+            self.settings["attempts"].pop((owner, server), None)  # it started: no failure to report
         finally:
             await self.hub.drop_token(owner, token_id)
 
@@ -390,10 +391,13 @@ class DashboardApi(ApiBase):
                 dash = self.store.get(owner, slug)
                 assert dash is not None
                 if dash.versions:
+                    # Stopped, not restarted: the next open starts it without the deleted version.
+                    self.settings["attempts"].pop((owner, dash.server), None)
                     await self.hub.stop(owner, dash.server, token=token)
                     return self.finish({"deleted_version": int(number), "versions": [v.version for v in dash.versions]})
             await self.hub.unshare_all(owner, dash.server, token)
             await self.hub.stop(owner, dash.server, token=token, remove=True)
+            self.settings["attempts"].pop((owner, dash.server), None)
             self.store.unpublish(owner, slug)
         finally:
             await self.hub.drop_token(owner, token_id)

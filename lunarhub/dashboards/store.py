@@ -256,6 +256,10 @@ class Store:
         dash = self.get(owner, slug)
         if dash is None:
             raise StoreError(f"no dashboard {owner}/{slug}")
+        # Every version's files go: a later publish under the same name starts afresh
+        # (numbering continues, so comments never attach to the wrong content).
+        for v in list(dash.versions):
+            self.delete_version(owner, slug, v.version)
         dash.info["status"] = "unpublished"
         dash.info["unpublished"] = time.time()
         self._write_json(dash.path / "dashboard.json", dash.info, None)

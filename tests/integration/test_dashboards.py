@@ -1,0 +1,281 @@
+"""Dashboards (issue 5) against a real hub: publish as the user's own account, access
+through the hub's sharing, refusals, versions, comments, culling, crashes, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import time
+
+import psutil
+import pytest
+import requests
+from dashboards_helpers import EXAMPLE, SIMPLE, as_user, notebook, start_dash_stack, stop_dash_stack, wait_for
+
+pytestmark = pytest.mark.integration
+DASH = "/user/cn-scientist/dash-lola-explorer"
+
+
+@pytest.fixture(scope="module")
+def ds():
+    s, tmp = start_dash_stack()
+    yield s
+    stop_dash_stack(s, tmp)
+
+
+@pytest.fixture(scope="module")
+def published(ds):
+    as_user(ds, "cn-scientist", "unpublish", "lola-explorer")  # a reused dev stack may have it
+    p = as_user(ds, "cn-scientist", "publish", str(EXAMPLE), "--title", "LOLA explorer",
+                "--description", "LOLA heights", "--share-with", "reviewers")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "v1 published" in p.stdout or "published" in p.stdout, p.stdout
+    return ds
+
+
+def until_status(fn, code: int, timeout: float, every: float = 1):
+    """The first response with `code` within timeout, else the last one (a failed
+    Response is falsy, so wait_for cannot return it)."""
+    found = wait_for(lambda: [r] if (r := fn()).status_code == code else None, timeout, every)
+    return found[0] if found else fn()
+
+
+def api(ds, method, path, user, **kw):
+    return ds.request(method, "/services/dashboards/" + path, ds.token(user), **kw)
+
+
+def test_snapshot_is_versioned_immutable_and_described(published):
+    ds = published
+    vdir = ds.state / "dashboards" / "cn-scientist" / "lola-explorer" / "v1"
+    meta = json.loads((vdir / "metadata.json").read_text())
+    assert meta["author"] == "cn-scientist" and meta["version"] == 1
+    assert meta["hash"].startswith("sha256:") and len(meta["hash"]) == 71
+    assert meta["environment"]["python"].count(".") == 2 and "panel" in meta["environment"]["packages"]
+    nb = vdir / "files" / "lola_explorer.ipynb"
+    assert nb.read_bytes() == EXAMPLE.read_bytes()
+    st = nb.stat()
+    # Root-owned, readable by the publisher's group only, writable by nobody.
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o440
+    import pwd
+
+    assert st.st_gid == pwd.getpwnam("cn-scientist").pw_gid
+    r = subprocess.run(["runuser", "-u", "cn-scientist", "--", "sh", "-c", f"echo x >> {nb}"], capture_output=True)
+    assert r.returncode != 0
+    r = subprocess.run(["runuser", "-u", "ru-scientist", "--", "cat", str(nb)], capture_output=True)
+    assert r.returncode != 0, "another user read an unshared snapshot"
+
+
+def test_only_shared_users_reach_it_and_never_anonymously(published):
+    ds = published
+    assert ds.request("GET", DASH + "/v1", ds.token("reviewer")).status_code == 200
+    assert ds.request("GET", DASH + "/v1", ds.token("cn-scientist")).status_code == 200
+    for user in ("student", "ru-scientist"):
+        assert ds.request("GET", DASH + "/v1", ds.token(user)).status_code == 403, user
+    anon = requests.get(ds.url + DASH + "/v1", allow_redirects=False, timeout=30)
+    assert anon.status_code == 302 and "/hub/api/oauth2/authorize" in anon.headers["Location"]
+    ws = requests.get(ds.url + DASH + "/v1/ws", allow_redirects=False, timeout=30)
+    assert ws.status_code in (302, 403)
+
+
+def test_dashboard_runs_as_publisher_behind_proxy(published):
+    ds = published
+    info = ds.request("GET", "/hub/api/users/cn-scientist", ds.admin_token()).json()
+    pid = info["servers"]["dash-lola-explorer"]["state"]["pid"]
+    proc = psutil.Process(pid)
+    assert proc.username() == "cn-scientist"
+    assert "lunarhub.dashboards.launch" in " ".join(proc.cmdline())
+    panel = [c for c in proc.children(recursive=True) if "panel" in " ".join(c.cmdline())]
+    assert panel and all(c.username() == "cn-scientist" for c in panel)
+
+
+def test_hub_itself_refuses_a_share_outside_share_with(published):
+    tok = published.token("cn-scientist")
+    r = published.request("POST", "/hub/api/shares/cn-scientist/dash-lola-explorer", tok, json={"group": "students"})
+    assert r.status_code == 403 and "read:groups:name" in r.json()["message"]
+
+
+def test_share_with_students_refused_with_reason(published, tmp_path):
+    p = as_user(published, "cn-scientist", "publish", str(EXAMPLE), "--title", "Embargoed", "--slug", "embargoed",
+                "--share-with", "reviewers,students")
+    assert p.returncode == 1
+    assert "students" in p.stderr and "share_with" in p.stderr, p.stderr
+    assert not (published.state / "dashboards" / "cn-scientist" / "embargoed").exists()
+
+
+@pytest.mark.parametrize("cells,expect", [
+    (["import panel as pn", "x = 1", "raise RuntimeError('calibration file missing')"],
+     "refused: cell 3 (\"raise RuntimeError('calibration file missing')\") raised RuntimeError: calibration file missing"),
+    (["import panel as pn", "pn.Column('no servable here')"], "nothing servable"),
+    (["import time", "time.sleep(600)"], "did not finish within 5 s (cell 2 was still running)"),
+])
+def test_bad_notebooks_refused_with_cell_and_error(published, cells, expect):
+    from conftest import open_tmpdir
+
+    nb = notebook(open_tmpdir("nb"), "bad.ipynb", cells)
+    t0 = time.monotonic()
+    p = as_user(published, "cn-scientist", "publish", str(nb), "--title", "Bad", "--slug", "bad-nb",
+                "--timeout", "5", "--share-with", "reviewers")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert expect in p.stderr, p.stderr
+    assert time.monotonic() - t0 < 60
+    assert not (published.state / "dashboards" / "cn-scientist" / "bad-nb").exists()
+
+
+def test_slug_with_path_tricks_refused_and_titles_normalised(published):
+    from conftest import open_tmpdir
+
+    nb = notebook(open_tmpdir("nb"), "ok.ipynb", SIMPLE)
+    for slug in ("../../etc", "a/b", "Слаг"):
+        p = as_user(published, "cn-scientist", "publish", str(nb), "--title", "x", "--slug", slug)
+        assert p.returncode == 1 and "invalid dashboard name" in p.stderr, (slug, p.stderr)
+    p = as_user(published, "cn-scientist", "publish", str(nb), "--title", "../../Résumé/ of x", "--share-with",
+                "reviewers")
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"cn-scientist/resume-of-x v(\d+) published", p.stdout)
+    assert m, p.stdout
+    assert (published.state / "dashboards" / "cn-scientist" / "resume-of-x" / f"v{m.group(1)}").is_dir()
+    assert as_user(published, "cn-scientist", "unpublish", "resume-of-x").returncode == 0
+
+
+def test_republish_makes_v2_and_v1_stays(published):
+    from conftest import open_tmpdir
+
+    ds = published
+    folder = open_tmpdir("nb")
+    nb = notebook(folder, "versions.ipynb", SIMPLE)
+    p = as_user(ds, "cn-scientist", "publish", str(nb), "--title", "Versions", "--share-with", "reviewers")
+    assert p.returncode == 0 and "v1 published" in p.stdout, p.stderr
+    same = as_user(ds, "cn-scientist", "publish", str(nb), "--title", "Versions", "--share-with", "reviewers")
+    assert "v1 unchanged" in same.stdout, same.stdout
+    nb = notebook(folder, "versions.ipynb", SIMPLE + ["print('v2')"])
+    p = as_user(ds, "cn-scientist", "publish", str(nb), "--title", "Versions", "--share-with", "reviewers")
+    assert p.returncode == 0 and "v2 published" in p.stdout, p.stderr
+    rev = ds.token("reviewer")
+    for v in (1, 2):
+        assert ds.request("GET", f"/user/cn-scientist/dash-versions/v{v}", rev).status_code == 200
+    listed = {d["slug"]: d for d in api(ds, "GET", "api/dashboards", "reviewer").json()["dashboards"]}
+    assert listed["versions"]["versions"] == [1, 2] and listed["versions"]["version"] == 2
+    h1 = json.loads((ds.state / "dashboards/cn-scientist/versions/v1/metadata.json").read_text())["hash"]
+    h2 = json.loads((ds.state / "dashboards/cn-scientist/versions/v2/metadata.json").read_text())["hash"]
+    assert h1 != h2
+    # Deleting v1 keeps v2 openable.
+    assert as_user(ds, "cn-scientist", "unpublish", "versions", "--version", "1").returncode == 0
+    r = api(ds, "GET", "open/cn-scientist/versions/v2", "reviewer")
+    assert r.status_code in (202, 302)
+    wait_for(lambda: api(ds, "GET", "open/cn-scientist/versions/v2", "reviewer").status_code == 302, 60)
+    assert ds.request("GET", "/user/cn-scientist/dash-versions/v2", rev).status_code == 200
+    assert ds.request("GET", "/user/cn-scientist/dash-versions/v1", rev).status_code == 404
+    assert as_user(ds, "cn-scientist", "unpublish", "versions").returncode == 0
+
+
+def test_comments_per_version_visible_to_author_and_viewers_only(published):
+    ds = published
+    r = api(ds, "POST", "api/dashboards/cn-scientist/lola-explorer/v1/comments", "reviewer",
+            json={"text": "Shackleton rim looks right — 很好"})
+    assert r.status_code == 201, r.text
+    seen = api(ds, "GET", "api/dashboards/cn-scientist/lola-explorer/v1/comments", "cn-scientist").json()
+    assert any(c["text"] == "Shackleton rim looks right — 很好" and c["author"] == "reviewer" for c in seen["comments"])
+    assert api(ds, "GET", "api/dashboards/cn-scientist/lola-explorer/v1/comments", "student").status_code == 404
+    assert api(ds, "POST", "api/dashboards/cn-scientist/lola-explorer/v1/comments", "student",
+               json={"text": "x"}).status_code == 404
+    page = api(ds, "GET", "d/cn-scientist/lola-explorer/v1", "cn-scientist")
+    assert page.status_code == 200 and "Shackleton rim looks right" in page.text
+
+
+def test_gallery_lists_in_three_languages(published):
+    ds = published
+    tok = ds.token("reviewer")
+    en = ds.request("GET", "/services/dashboards/", tok)
+    assert en.status_code == 200 and "LOLA explorer" in en.text and "Demo NAOC scientist" in en.text
+    assert "National Astronomical Observatories" in en.text
+    ru = requests.get(
+        ds.url + "/services/dashboards/", headers={"Authorization": f"token {tok}", "Accept-Language": "ru,en;q=0.5"},
+        timeout=30)
+    assert "Дашборды" in ru.text and "Национальные астрономические" in ru.text
+    zh = requests.get(ds.url + "/services/dashboards/?lang=zh", headers={"Authorization": f"token {tok}",
+                      "Accept-Language": "ru"}, timeout=30)
+    assert "仪表板" in zh.text and "中国科学院国家天文台" in zh.text
+    student = ds.request("GET", "/services/dashboards/", ds.token("student"))
+    assert student.status_code == 200 and "LOLA explorer" not in student.text
+
+
+def test_revoked_share_takes_effect_within_seconds(published):
+    """The dashboard server's token cache is hub.token_cache_seconds, not 5 minutes."""
+    ds = published
+    owner = ds.token("cn-scientist")
+    rev = ds.token("reviewer")
+    assert ds.request("GET", DASH + "/v1", rev).status_code == 200  # cached as allowed now
+    r = ds.request("PATCH", "/hub/api/shares/cn-scientist/dash-lola-explorer", owner,
+                   json={"group": "reviewers", "scopes": ["access:servers!server=cn-scientist/dash-lola-explorer"]})
+    assert r.status_code in (200, 204), r.text
+    t0 = time.monotonic()
+    denied = wait_for(lambda: ds.request("GET", DASH + "/v1", rev).status_code == 403, 30, 0.5)
+    took = time.monotonic() - t0
+    r = ds.request("POST", "/hub/api/shares/cn-scientist/dash-lola-explorer", owner, json={"group": "reviewers"})
+    assert r.status_code == 200, r.text
+    assert denied, "a revoked share still worked after 30 s"
+    assert took < 15, f"revocation took {took:.1f} s"
+
+
+def test_culled_dashboard_starts_when_opened_from_gallery(published):
+    ds = published
+    ds.stop_server("cn-scientist", "dash-lola-explorer")
+    first = api(ds, "GET", "open/cn-scientist/lola-explorer/v1", "reviewer")
+    assert first.status_code == 202 and 'http-equiv="refresh"' in first.text
+    ok = until_status(lambda: api(ds, "GET", "open/cn-scientist/lola-explorer/v1", "reviewer"), 302, 90)
+    assert ok.status_code == 302 and ok.headers["Location"] == DASH + "/v1", ok.text
+    assert ds.request("GET", DASH + "/v1", ds.token("reviewer")).status_code == 200
+
+
+def test_crashed_dashboard_shows_log_tail_to_author_only(published):
+    from conftest import open_tmpdir
+
+    ds = published
+    nb = notebook(open_tmpdir("nb"), "crash.ipynb", SIMPLE)
+    p = as_user(ds, "cn-scientist", "publish", str(nb), "--title", "Crash", "--share-with", "reviewers")
+    v = re.search(r"crash v(\d+)", p.stdout).group(1)
+    ds.stop_server("cn-scientist", "dash-crash")
+    # A snapshot that went missing on disk: the server cannot serve it and ends at start.
+    files = ds.state / "dashboards" / "cn-scientist" / "crash" / f"v{v}" / "files"
+    os.chmod(files, 0o750)
+    (files / "crash.ipynb").rename(files / "gone.ipynb")
+    try:
+        api(ds, "GET", f"open/cn-scientist/crash/v{v}", "reviewer")
+        viewer = until_status(lambda: api(ds, "GET", f"open/cn-scientist/crash/v{v}", "reviewer"), 503, 60)
+        assert viewer.status_code == 503, viewer.text
+        assert "failed to start" in viewer.text and "cannot serve" not in viewer.text
+        author = api(ds, "GET", f"open/cn-scientist/crash/v{v}", "cn-scientist")
+        assert author.status_code == 503 and "cannot serve" in author.text and "missing" in author.text
+    finally:
+        (files / "gone.ipynb").rename(files / "crash.ipynb")
+        as_user(ds, "cn-scientist", "unpublish", "crash")
+
+
+def test_gallery_survives_hub_restart(published):
+    ds = published
+    from lunarhub.cli import restart_hub
+
+    before = api(ds, "GET", "api/dashboards", "reviewer").json()["dashboards"]
+    restart_hub(ds.deployment())
+    after = until_status(lambda: api(ds, "GET", "api/dashboards", "reviewer"), 200, 60)
+    assert after.status_code == 200 and after.json()["dashboards"] == before
+    comments = api(ds, "GET", "api/dashboards/cn-scientist/lola-explorer/v1/comments", "reviewer").json()
+    assert any("Shackleton" in c["text"] for c in comments["comments"])
+
+
+def test_unpublish_revokes_access_within_seconds(published):
+    ds = published
+    rev = ds.token("reviewer")
+    wait_for(lambda: api(ds, "GET", "open/cn-scientist/lola-explorer/v1", "reviewer").status_code == 302, 90, 1)
+    assert ds.request("GET", DASH + "/v1", rev).status_code == 200
+    t0 = time.monotonic()
+    p = as_user(ds, "cn-scientist", "unpublish", "lola-explorer")
+    assert p.returncode == 0, p.stderr
+    gone = wait_for(lambda: ds.request("GET", DASH + "/v1", rev).status_code in (403, 404), 20, 0.5)
+    assert gone and time.monotonic() - t0 < 20
+    assert ds.request("GET", DASH + "/v1", rev).status_code in (403, 404)
+    assert api(ds, "GET", "open/cn-scientist/lola-explorer/v1", "reviewer").status_code == 404
+    assert "LOLA explorer" not in ds.request("GET", "/services/dashboards/", rev).text
