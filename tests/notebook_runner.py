@@ -15,8 +15,8 @@ Used by tests/integration/test_notebooks.py and by hand while writing notebooks:
 from __future__ import annotations
 
 import os
-import re
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -123,10 +123,9 @@ def describe_failures(result: RunResult, name: str, first_only: bool = False) ->
 
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from conftest import Stack  # noqa: F401 - only for the helper below
     import yaml
+    from conftest import Stack
 
-    from lunarhub import config as lconfig  # noqa: F401
 
     cfg, user, *nbs = argv
     data = yaml.safe_load(Path(cfg).read_text())
