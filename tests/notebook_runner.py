@@ -98,12 +98,14 @@ def parse_junit(path: Path) -> list[CellResult]:
 def run_nbval(env: dict[str, str], user: str, folder: Path, timeout: float = 600) -> RunResult:
     """pytest --nbval-lax on `folder` as `user` with the server's environment."""
     junit = folder / "junit.xml"
-    cmd = ["runuser", "-u", user, "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()],
-           "python", "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "-q", "-rfE",
+    # The environment goes through exec, not the command line: `ps` must not show the
+    # server's token and site passwords to other accounts. -m keeps it as given.
+    cmd = [shutil.which("runuser") or "/usr/sbin/runuser", "-m", "-u", user, "--", "python", "-m", "pytest",
+           "-p", "no:cacheprovider", "--nbval-lax", "-q", "-rfE",
            f"--nbval-cell-timeout={CELL_TIMEOUT}", "--durations=0", f"--junitxml={junit}",
            "-o", "junit_family=xunit1", str(folder)]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.monotonic() - t0
     result = RunResult(proc.returncode, proc.stdout + proc.stderr, parse_junit(junit), seconds)
     for case in ET.parse(junit).getroot().iter("testcase") if junit.exists() else []:
