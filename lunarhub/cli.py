@@ -78,9 +78,50 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_user_servers(d: Deployment, timeout: float = 90) -> int:
+    """Stop every user server through the hub, which records it (restarts keep servers)."""
+    try:
+        api = hubapi.HubAPI(d)
+        users = api.users()
+    except (hubapi.HubUnavailable, RuntimeError):
+        return 0
+    running = [(u["name"], name) for u in users for name in u.get("servers", {})]
+    for user, name in running:
+        path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+        try:
+            api.request("DELETE", path)
+        except RuntimeError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(u.get("servers") for u in api.users()):
+            break
+        time.sleep(0.5)
+    return len(running)
+
+
+def _stop_proxy(d: Deployment) -> None:
+    import os
+    import signal
+
+    pidfile = d.state_path / "hub" / "proxy.pid"
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+        except (ValueError, ProcessLookupError):
+            pass
+        pidfile.unlink(missing_ok=True)
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     d = _load(args)
-    if process.stop(d):
+    if process.supervisor_running(d):
+        n = _stop_user_servers(d)
+        if n:
+            print(f"stopped {n} user server(s)")
+    stopped = process.stop(d)
+    _stop_proxy(d)
+    if stopped:
         print("lunarhub stopped (hub, proxy, user servers, sites).")
     else:
         print("lunarhub was not running.")

@@ -29,7 +29,9 @@ from .config import REPO_ROOT, Deployment
 
 log = logging.getLogger(__name__)
 
-SOURCE_DIR = Path(os.environ.get("LUNARHUB_SOURCE_DATA", REPO_ROOT.parent / "shared" / "data"))
+# The real source files ship in the repo (catalogs/sources, with PROVENANCE.md), so a
+# fresh clone rebuilds the sites' data without anything outside the project.
+SOURCE_DIR = Path(os.environ.get("LUNARHUB_SOURCE_DATA", REPO_ROOT / "catalogs" / "sources"))
 MOON_RADIUS_M = 1737400.0
 GEOGRAPHIC = "IAU_2015:30100"  # Moon 2015 sphere, planetocentric lon/lat
 SOUTH_POLAR = "IAU_2015:30135"  # Moon 2015 sphere, south polar stereographic
@@ -63,7 +65,7 @@ def _src(rel: str) -> Path:
     if not p.exists():
         raise BuildError(
             f"source file {p} is missing: the build needs the shared sample data "
-            "(../shared/data, or set LUNARHUB_SOURCE_DATA)"
+            "(catalogs/sources, or set LUNARHUB_SOURCE_DATA)"
         )
     return p
 

@@ -199,6 +199,10 @@ def configure(c: Any, d: Deployment) -> None:
     c.JupyterHub.db_url = d.hub.database_url or f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(secrets.secret_path(d, "cookie_secret"))
     c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+    # A hub restart (config change, roster change touching instructors, crash) must not
+    # stop users' servers or the proxy: `lunarhub down` stops them explicitly instead.
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.cleanup_proxy = False
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = 5
     c.JupyterHub.default_url = _default_url(d)

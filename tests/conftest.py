@@ -102,7 +102,8 @@ class Stack:
         path = f"/hub/api/users/{user}/servers/{name}" if name else f"/hub/api/users/{user}/server"
         r = self.request("POST", path, token)
         assert r.status_code in (201, 202, 400), f"spawn {user}/{name}: {r.status_code} {r.text}"
-        deadline = time.monotonic() + 120
+        # Generous: a loaded 2-core machine can take a minute to start a server.
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             info = self.request("GET", f"/hub/api/users/{user}", self.admin_token()).json()
             srv = info.get("servers", {}).get(name)

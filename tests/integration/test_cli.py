@@ -94,7 +94,12 @@ def test_down_and_up_keep_users_groups_and_files(fresh):
     note.write_text("regolith sample 42")
     pids_before = fresh.cli("status").stdout
     assert "RUNNING" in pids_before
+    info = fresh.request("GET", "/hub/api/users/lena", fresh.admin_token()).json()
+    server_pid = info["servers"][""]["state"]["pid"]
     fresh.cli("down")
+    import psutil
+
+    assert not psutil.pid_exists(server_pid), "down left a user server running"
     assert fresh.cli("status", check=False).returncode == 3
     # Nothing of ours keeps listening after down.
     from lunarhub.process import port_in_use

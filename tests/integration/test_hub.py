@@ -50,10 +50,11 @@ def test_status_reports_running_and_healthy(stack):
 def test_groups_come_from_config(stack):
     groups = stack.request("GET", "/hub/api/groups", stack.admin_token()).json()
     by_name = {g["name"]: set(g["users"]) for g in groups}
-    assert by_name["ru-science"] == {"ru-scientist"}
-    assert by_name["cn-science"] == {"cn-scientist"}
-    assert by_name["reviewers"] == {"reviewer"}
-    assert by_name["students"] == {"student"}
+    # Other tests add users with the CLI; the demo accounts must be where the file puts them.
+    assert "ru-scientist" in by_name["ru-science"] and "cn-scientist" in by_name["cn-science"]
+    assert "reviewer" in by_name["reviewers"] and "student" in by_name["students"]
+    assert "reviewer" not in by_name["ru-science"] | by_name["cn-science"] | by_name["students"]
+    assert "instructor" in by_name["instructors"] and "admin" in by_name["admins"]
     admin = stack.request("GET", "/hub/api/users/admin", stack.admin_token()).json()
     assert admin["admin"] is True
 
@@ -110,6 +111,8 @@ def test_user_cannot_read_another_users_home(stack):
 
 
 def test_team_project_folder_writable_by_team_only(stack):
+    # Other stacks in this test run share the system accounts: a fresh spawn links this one's.
+    stack.stop_server("ru-scientist")
     stack.start_server("ru-scientist")
     d = stack.deployment()
     folder = d.state_path / "projects" / "ru-science"
@@ -136,6 +139,7 @@ def test_student_cannot_open_scientists_server_but_instructor_can_help_students(
     # The hub answers 404 rather than confirm the user exists to someone who may not see them.
     assert stack.request("POST", "/hub/api/users/ru-scientist/server", student).status_code in (403, 404)
     instructor = stack.token("instructor")
+    stack.stop_server("student")
     # Instructors may start, see and enter their students' servers...
     r = stack.request("POST", "/hub/api/users/student/server", instructor)
     assert r.status_code in (201, 202), r.text

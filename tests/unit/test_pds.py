@@ -18,7 +18,7 @@ LABEL = SOURCE_DIR / "change4" / f"{STEM}.2BL"
 @pytest.fixture(scope="module")
 def label() -> Path:
     if not LABEL.exists():
-        pytest.fail(f"{LABEL} is missing: the PDS4 tests need the shared sample data (../shared/data)")
+        pytest.fail(f"{LABEL} is missing: the PDS4 tests need the source data in catalogs/sources (see its PROVENANCE.md)")
     return LABEL
 
 
