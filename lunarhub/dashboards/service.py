@@ -396,12 +396,28 @@ class DashboardApi(ApiBase):
                     await self.hub.stop(owner, dash.server, token=token)
                     return self.finish({"deleted_version": int(number), "versions": [v.version for v in dash.versions]})
             await self.hub.unshare_all(owner, dash.server, token)
-            await self.hub.stop(owner, dash.server, token=token, remove=True)
-            self.settings["attempts"].pop((owner, dash.server), None)
             self.store.unpublish(owner, slug)
         finally:
             await self.hub.drop_token(owner, token_id)
-        self.finish({"unpublished": f"{owner}/{slug}"})
+        # Access ends with the shares (the server re-checks tokens every token_cache_seconds
+        # and then answers 403). The server itself stops a little later, which also closes
+        # open Bokeh websockets; stopped at once, its URL would fall through to the
+        # owner's lab (404) and a reviewer would not be told plainly that access ended.
+        delay = deployment().hub.token_cache_seconds + 5
+        ioloop.IOLoop.current().call_later(delay, self._remove_server, owner, dash.server)
+        self.finish({"unpublished": f"{owner}/{slug}", "server_stops_in": delay})
+
+    async def _remove_server(self, owner: str, server: str) -> None:
+        store = self.store
+        slug = server.removeprefix("dash-")
+        dash = store.get(owner, slug)
+        if dash is not None and dash.active:
+            return  # republished meanwhile: keep it
+        self.settings["attempts"].pop((owner, server), None)
+        try:
+            await self.hub.stop(owner, server, remove=True)
+        except HubError as exc:
+            log.warning("removing %s/%s after unpublish: %s", owner, server, exc)
 
 
 class CommentsApi(ApiBase):

@@ -105,22 +105,22 @@ def test_share_with_students_refused_with_reason(published, tmp_path):
     assert not (published.state / "dashboards" / "cn-scientist" / "embargoed").exists()
 
 
-@pytest.mark.parametrize("cells,expect", [
+@pytest.mark.parametrize("cells,expect,timeout", [
     (["import panel as pn", "x = 1", "raise RuntimeError('calibration file missing')"],
-     "refused: cell 3 (\"raise RuntimeError('calibration file missing')\") raised RuntimeError: calibration file missing"),
-    (["import panel as pn", "pn.Column('no servable here')"], "nothing servable"),
-    (["import time", "time.sleep(600)"], "did not finish within 5 s (cell 2 was still running)"),
+     "refused: cell 3 (\"raise RuntimeError('calibration file missing')\") raised RuntimeError: calibration file missing", 60),
+    (["import panel as pn", "pn.Column('no servable here')"], "nothing servable", 60),
+    (["import time", "time.sleep(600)"], "did not finish within 8 s (cell 2 was still running)", 8),
 ])
-def test_bad_notebooks_refused_with_cell_and_error(published, cells, expect):
+def test_bad_notebooks_refused_with_cell_and_error(published, cells, expect, timeout):
     from conftest import open_tmpdir
 
     nb = notebook(open_tmpdir("nb"), "bad.ipynb", cells)
     t0 = time.monotonic()
     p = as_user(published, "cn-scientist", "publish", str(nb), "--title", "Bad", "--slug", "bad-nb",
-                "--timeout", "5", "--share-with", "reviewers")
+                "--timeout", str(timeout), "--share-with", "reviewers")
     assert p.returncode == 2, p.stdout + p.stderr
     assert expect in p.stderr, p.stderr
-    assert time.monotonic() - t0 < 60
+    assert time.monotonic() - t0 < 90
     assert not (published.state / "dashboards" / "cn-scientist" / "bad-nb").exists()
 
 
@@ -274,8 +274,14 @@ def test_unpublish_revokes_access_within_seconds(published):
     t0 = time.monotonic()
     p = as_user(ds, "cn-scientist", "unpublish", "lola-explorer")
     assert p.returncode == 0, p.stderr
-    gone = wait_for(lambda: ds.request("GET", DASH + "/v1", rev).status_code in (403, 404), 20, 0.5)
-    assert gone and time.monotonic() - t0 < 20
+    # First the dashboard's own proxy refuses (shares revoked, token cache seconds)...
+    refused = wait_for(lambda: ds.request("GET", DASH + "/v1", rev).status_code == 403, 20, 0.5)
+    assert refused, f"still served {time.monotonic() - t0:.1f} s after unpublish"
+    assert time.monotonic() - t0 < 12
+    # ...then the server is removed; its URL never serves the dashboard again.
+    removed = wait_for(lambda: "dash-lola-explorer" not in ds.request(
+        "GET", "/hub/api/users/cn-scientist", ds.admin_token()).json()["servers"], 30)
+    assert removed
     assert ds.request("GET", DASH + "/v1", rev).status_code in (403, 404)
     assert api(ds, "GET", "open/cn-scientist/lola-explorer/v1", "reviewer").status_code == 404
     assert "LOLA explorer" not in ds.request("GET", "/services/dashboards/", rev).text

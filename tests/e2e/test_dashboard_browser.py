@@ -1,0 +1,118 @@
+"""Issue 5 end to end in Debian's chromium: cn-scientist publishes the LOLA explorer;
+the reviewer logs in, opens it from the gallery, moves a widget (the plot changes),
+comments; a student gets 403; after unpublish the reviewer gets 403 within seconds."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from dashboards_helpers import EXAMPLE, as_user, start_dash_stack, stop_dash_stack
+
+pytestmark = pytest.mark.e2e
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+DASH = "/user/cn-scientist/dash-lola-explorer"
+
+
+@pytest.fixture(scope="module")
+def ds():
+    s, tmp = start_dash_stack()
+    yield s
+    stop_dash_stack(s, tmp)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"needs Debian's chromium at {CHROMIUM}: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("needs Playwright for Python: pip install playwright (never `playwright install`)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def login(browser, ds, user: str):
+    ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = ctx.new_page()
+    page.goto(ds.url + "/hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", ds.password(user))
+    page.click("#login_submit")
+    page.wait_for_load_state()
+    return page
+
+
+def authorize_if_asked(page) -> None:
+    """A user the server is shared with confirms once that it may identify them."""
+    if "/hub/api/oauth2/authorize" in page.url and page.locator("button[type=submit]").count():
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+
+
+def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
+    as_user(ds, "cn-scientist", "unpublish", "lola-explorer")
+    p = as_user(ds, "cn-scientist", "publish", str(EXAMPLE), "--title", "LOLA explorer",
+                "--description", "South polar heights", "--share-with", "reviewers")
+    assert p.returncode == 0, p.stdout + p.stderr
+    version = p.stdout.split(" v", 1)[1].split()[0]
+
+    # Reviewer: login form -> gallery (reviewers have no lab) -> open -> plot.
+    page = login(browser, ds, "reviewer")
+    assert page.url.endswith("/services/dashboards/"), page.url
+    card = page.locator(".dashboard[data-slug=lola-explorer]")
+    assert "Demo NAOC scientist" in card.inner_text() and f"v{version}" in card.inner_text()
+    card.locator("a.open").click()
+    page.wait_for_load_state()
+    authorize_if_asked(page)
+    assert page.url.startswith(ds.url + DASH), page.url
+    page.wait_for_selector("canvas", timeout=90_000)
+    page.wait_for_timeout(1500)
+    before = tmp_path / "before.png"
+    after = tmp_path / "after.png"
+    # Only the plot's canvas: a change elsewhere on the page must not pass for a redraw.
+    canvas = page.locator("canvas").first
+    canvas.screenshot(path=str(before))
+    # Move a widget: the colormap; the plot is redrawn through the Bokeh websocket.
+    page.select_option("select", "magma")
+    page.wait_for_timeout(2000)
+    canvas.screenshot(path=str(after))
+    assert before.read_bytes() != after.read_bytes(), "the plot did not change after moving the widget"
+    assert page.locator("select").input_value() == "magma"
+
+    # Comment on exactly this version, from its details page.
+    page.goto(f"{ds.url}/services/dashboards/d/cn-scientist/lola-explorer/v{version}")
+    page.fill("textarea[name=text]", "Colormap magma reads better — спасибо")
+    page.click("form button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator(".comment", has_text="Colormap magma reads better").count() == 1
+    # The author sees it too.
+    author = login(browser, ds, "cn-scientist")
+    author.goto(f"{ds.url}/services/dashboards/d/cn-scientist/lola-explorer/v{version}")
+    assert author.locator(".comment", has_text="спасибо").count() == 1
+
+    # Student: the dashboard itself answers 403; the gallery does not list it.
+    student = login(browser, ds, "student")
+    resp = student.goto(f"{ds.url}{DASH}/v{version}")
+    assert resp is not None and resp.status == 403, (resp and resp.status, student.url)
+    assert student.locator("canvas").count() == 0
+    student.goto(ds.url + "/services/dashboards/")
+    assert student.locator(".dashboard[data-slug=lola-explorer]").count() == 0
+
+    # Unpublish: the reviewer's next request is refused within seconds.
+    t0 = time.monotonic()
+    assert as_user(ds, "cn-scientist", "unpublish", "lola-explorer").returncode == 0
+    status = None
+    while time.monotonic() - t0 < 12:
+        r = page.goto(f"{ds.url}{DASH}/v{version}")
+        status = r.status if r else None
+        if status == 403:
+            break
+        time.sleep(0.5)
+    assert status == 403, f"reviewer still got {status} {time.monotonic() - t0:.1f} s after unpublish"
