@@ -305,8 +305,44 @@ def cmd_render(args: argparse.Namespace, rest: list[str]) -> int:
     return render.main(extra + rest)
 
 
+def _with_config(args: argparse.Namespace) -> list[str]:
+    return ["--config", args.config] if args.config else []
+
+
+def cmd_doctor(args: argparse.Namespace, rest: list[str]) -> int:
+    from . import doctor
+
+    return doctor.main(_with_config(args) + rest if "--user" in rest else rest)
+
+
+def cmd_course(args: argparse.Namespace, rest: list[str]) -> int:
+    from . import courses
+
+    return courses.main(_with_config(args) + rest)
+
+
+def _dashboards(name: str):
+    def handler(args: argparse.Namespace, rest: list[str]) -> int:
+        from .dashboards import cli as dashboards_cli
+
+        return dashboards_cli.main([name, *rest])
+
+    return handler
+
+
 # Subcommands owned by other modules: their arguments are handed on untouched.
-PASSTHROUGH = {"catalog": cmd_catalog, "render": cmd_render}
+PASSTHROUGH = {"catalog": cmd_catalog, "render": cmd_render, "doctor": cmd_doctor, "course": cmd_course,
+               "publish": _dashboards("publish"), "unpublish": _dashboards("unpublish"),
+               "dashboards": _dashboards("dashboards")}
+PASSTHROUGH_HELP = {
+    "catalog": "catalog tools: lunarhub catalog validate [PATH]",
+    "render": "render Kubernetes (daskhub values) or HPC gateway config",
+    "doctor": "what this user's server can reach: sites, catalogs, gateway, versions",
+    "course": "instructors: course create NAME --roster CSV | status NAME | reset NAME STUDENT NB",
+    "publish": "publish a notebook as a versioned Panel dashboard (from a user's server)",
+    "unpublish": "remove a published dashboard and revoke access",
+    "dashboards": "dashboards list: the dashboards you may open",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,20 +372,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("name")
     i = usub.add_parser("import")
     i.add_argument("csv", help="CSV with columns username,groups[,full_name]; groups separated by ';'")
-    sub.add_parser("catalog", help="catalog tools: lunarhub catalog validate [PATH]", add_help=False)
-    sub.add_parser("render", help="render Kubernetes (daskhub values) or HPC gateway config",
-                   add_help=False)
+    for name, text in PASSTHROUGH_HELP.items():
+        sub.add_parser(name, help=text, add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    for name, handler in PASSTHROUGH.items():
-        if name in argv:
-            idx = argv.index(name)
-            head, rest = argv[: idx + 1], argv[idx + 1:]
-            return handler(parser.parse_args(head), rest)
+    # The subcommand is the first word that is not `--config X`.
+    idx = 0
+    while idx < len(argv) and argv[idx].startswith("--config"):
+        idx += 1 if "=" in argv[idx] else 2
+    if idx < len(argv) and argv[idx] in PASSTHROUGH:
+        args = parser.parse_args(argv[: idx + 1])
+        try:
+            return PASSTHROUGH[argv[idx]](args, argv[idx + 1:])
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "token": cmd_token,
                 "users": cmd_users, "passwords": cmd_passwords, "config": cmd_config}

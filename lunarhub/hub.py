@@ -288,9 +288,10 @@ def configure(c: Any, d: Deployment) -> None:
             spawner.mem_limit = int(prof.memory_gb * 1024**3)
             spawner.cpu_limit = prof.cpu
         spawner.environment.update(spawn_environment(live, username))
-        if live.services.dashboards.enabled:  # LOCAL TEST PATCH (dashboards) - not committed
+        if live.services.dashboards.enabled:
             from . import dashboards
 
+            # A `dash-<slug>` named server serves a published dashboard instead of a lab.
             dashboards.spawn_override(live, spawner)
 
     c.Spawner.pre_spawn_hook = pre_spawn_hook
