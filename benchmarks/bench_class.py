@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def student_run(url: str, user: str, password: str, notebook: str, go: threading.Event, out: dict) -> None:
+def student_run(url: str, user: str, password: str, notebook: str, go: threading.Event, out: dict,
+                admin_token: str) -> None:
     go.wait()
     t0 = time.monotonic()
     s = requests.Session()
@@ -42,7 +43,9 @@ def student_run(url: str, user: str, password: str, notebook: str, go: threading
         r = s.post(f"{url}/hub/api/users/{user}/server", headers=xsrf, timeout=60)
         assert r.status_code in (201, 202, 400), f"spawn {r.status_code} {r.text}"
         while True:
-            info = s.get(f"{url}/hub/api/users/{user}", headers=xsrf, timeout=60).json()
+            # Readiness as the hub sees it (the operator's token: the browser would poll the spawn page).
+            info = requests.get(f"{url}/hub/api/users/{user}", headers={"Authorization": f"token {admin_token}"},
+                                timeout=60).json()
             if (info.get("servers", {}).get("") or {}).get("ready"):
                 break
             assert time.monotonic() - t0 < 120, "server not ready after 120 s"
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             courses.sync_home(d, "bench", n)
         notebook = courses.tutorial_files()[0]
         go, out = threading.Event(), {}
-        threads = [threading.Thread(target=student_run, args=(stack.url, n, stack.password(n), notebook, go, out))
+        threads = [threading.Thread(target=student_run, args=(stack.url, n, stack.password(n), notebook, go, out,
+                                                            stack.admin_token()))
                    for n in names]
         for t in threads:
             t.start()
