@@ -239,6 +239,10 @@ def _window_task(path: str, store: str, r0: int, r1: int, c0: int, c1: int, dept
     ds = terrain.terrain_pipeline(dem.rio.write_crs(crs, inplace=True))
     for name in ds.data_vars:
         zarr.open_array(f"{store}/{name}", mode="r+")[r0:r1, c0:c1] = ds[name].values[depth:-depth, depth:-depth]
+    del ds, dem
+    # Our own DataArray above got a .rio accessor, which refers back to it (a reference cycle):
+    # free its 16 MB now rather than whenever the cyclic GC happens to run.
+    __import__("gc").collect()
     return int(z.size)
 
 
@@ -282,7 +286,8 @@ def check_outputs(out: Path, modes: list[str]) -> dict:
         gd = f.read(1, window=win).astype(np.float64)
     for mode in modes:
         z = xr.open_zarr(out / f"cluster_{mode}.zarr", consolidated=False)
-        mine = z.slope.values[h // 3:h // 3 + 512, w // 3:w // 3 + 512]
+        # Read here, not on the cluster (the cluster client is the default scheduler).
+        mine = z.slope[h // 3:h // 3 + 512, w // 3:w // 3 + 512].compute(scheduler="sync").values
         res[mode] = float(np.nanmax(np.abs(mine - gd)))
     return res
 

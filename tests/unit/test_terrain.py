@@ -187,6 +187,20 @@ def test_pipeline_without_numba_falls_back_to_numpy(monkeypatch):
         terrain.terrain_pipeline(dem, products=("slope", "curvature"))
 
 
+def test_numpy_results_are_freed_without_the_cyclic_gc():
+    # A worker looping over chunks must not keep old results alive until a gc run.
+    import gc
+    import weakref
+
+    dem = projected_dem(Z)
+    gc.disable()
+    try:
+        refs = [weakref.ref(terrain.terrain_pipeline(dem)), weakref.ref(terrain.slope(dem))]
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()
+
+
 def test_numpy_input_is_processed_in_strips(monkeypatch):
     # Strips of 4 rows: halos between strips must give the same result as one block.
     z = rough_surface(23, 31, seed=2)
