@@ -1,0 +1,177 @@
+"""Dashboards (issue 5): time to first plot for reviewers, in Debian's chromium.
+
+Run (as root): .venv/bin/python benchmarks/bench_dashboards.py [--warm 15] [--crowd 30] [--cold 3]
+Starts its own stack with dashboards enabled (temp state, free ports), publishes
+notebooks/dashboards/lola_explorer.ipynb as cn-scientist, imports N reviewer
+accounts with `lunarhub users import`, and measures from navigation start to the
+first Bokeh canvas being drawn:
+  - warm: one reviewer reopening the running dashboard (median, p95);
+  - crowd: N reviewers (separate browser contexts, already logged in) opening it at once;
+  - cold: the dashboard server stopped (as the idle culler does), opened from the gallery
+    (starting page, spawn, panel start, first plot).
+Writes docs/benchmarks.md under "## Dashboards (issue 5)" only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from dashboards_helpers import EXAMPLE, as_user, start_dash_stack, stop_dash_stack  # noqa: E402
+
+HEADING = "## Dashboards (issue 5)"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+GOAL_WARM, GOAL_CROWD = 1.5, 5.0
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+async def login(browser, s, user: str, dash_url: str):
+    ctx = await browser.new_context(viewport={"width": 1200, "height": 900})
+    page = await ctx.new_page()
+    await page.goto(s.url + "/hub/login")
+    await page.fill("input[name=username]", user)
+    await page.fill("input[name=password]", s.password(user))
+    await page.click("#login_submit")
+    await page.wait_for_load_state()
+    # One-time OAuth confirmation for the shared server, without loading the dashboard.
+    await page.goto(dash_url + "/oauth-warmup")
+    if "/oauth2/authorize" in page.url and await page.locator("button[type=submit]").count():
+        await page.click("button[type=submit]")
+        await page.wait_for_load_state()
+    return page
+
+
+async def first_plot(page, url: str, timeout: float = 120) -> float:
+    t0 = time.perf_counter()
+    await page.goto(url)
+    await page.wait_for_selector("canvas", state="visible", timeout=timeout * 1000)
+    return time.perf_counter() - t0
+
+
+async def run(s, version: str, reviewers: list[str], warm_n: int, cold_n: int) -> dict:
+    from playwright.async_api import async_playwright
+
+    dash = f"{s.url}/user/cn-scientist/dash-lola-explorer"
+    url = f"{dash}/v{version}"
+    out: dict = {}
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = await login(browser, s, "reviewer", dash)
+        out["first_ever"] = await first_plot(page, url)  # panel process starts on the first request
+        out["warm"] = [await first_plot(page, url) for _ in range(warm_n)]
+        pages = []
+        for name in reviewers:
+            pages.append(await login(browser, s, name, dash))
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(first_plot(p, url) for p in pages), return_exceptions=True)
+        out["crowd_wall"] = time.perf_counter() - t0
+        out["crowd"] = [r for r in results if isinstance(r, float)]
+        out["crowd_failed"] = [repr(r)[:200] for r in results if not isinstance(r, float)]
+        for p in pages:
+            await p.context.close()
+        out["cold"] = []
+        gallery_open = f"{s.url}/services/dashboards/open/cn-scientist/lola-explorer/v{version}"
+        for _ in range(cold_n):
+            s.stop_server("cn-scientist", "dash-lola-explorer")
+            out["cold"].append(await first_plot(page, gallery_open, timeout=180))
+        await browser.close()
+    return out
+
+
+def section(res: dict, n_crowd: int, publish_s: float) -> str:
+    warm, crowd, cold = res["warm"], res["crowd"], res["cold"]
+    ok = len(crowd) == n_crowd
+    load = os.getloadavg()[0]
+    lines = [
+        HEADING, "",
+        f"Measured {time.strftime('%Y-%m-%d')} by `benchmarks/bench_dashboards.py` on {os.cpu_count()} cores "
+        f"({platform.platform()}), Debian chromium driven by Playwright on the same machine (the browser "
+        "competes with hub, proxy and Panel for the 2 cores). Dashboard: `notebooks/dashboards/lola_explorer.ipynb` "
+        "(LOLA DEM from the ru data site, HoloViews image 720x420 + 3 widgets) published by cn-scientist, served "
+        "as the named server `dash-lola-explorer` (hub-authenticated jupyter-server-proxy in front of `panel serve`). "
+        "Time = navigation start to the first Bokeh canvas visible, per page load (each load is a new Bokeh session).",
+        "",
+        "| measurement | n | median s | p95 s | max s | goal |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| warm: one reviewer opens the running dashboard | {len(warm)} | {statistics.median(warm):.2f} | "
+        f"{pct(warm, .95):.2f} | {max(warm):.2f} | first plot <= {GOAL_WARM} s: "
+        f"{'met' if statistics.median(warm) <= GOAL_WARM else 'not met'} |",
+        f"| crowd: {n_crowd} reviewers open it at once | {len(crowd)}/{n_crowd} ok | "
+        f"{statistics.median(crowd) if crowd else float('nan'):.2f} | {pct(crowd, .95) if crowd else float('nan'):.2f} | "
+        f"{max(crowd) if crowd else float('nan'):.2f} | all succeed, p95 <= {GOAL_CROWD} s: "
+        f"{'met' if ok and crowd and pct(crowd, .95) <= GOAL_CROWD else 'not met'} |",
+        f"| cold: culled dashboard opened from the gallery | {len(cold)} | {statistics.median(cold):.2f} | "
+        f"{pct(cold, .95):.2f} | {max(cold):.2f} | 'starting…' page, no error |",
+        "",
+        f"First load after publish (starts the Panel process behind the proxy): {res['first_ever']:.2f} s. "
+        f"Publish (validation run + snapshot + spawn + share, from the CLI): {publish_s:.1f} s. "
+        f"Crowd wall time for all {n_crowd}: {res['crowd_wall']:.2f} s. 1-minute load average at the end: {load:.1f}.",
+    ]
+    if res["crowd_failed"]:
+        lines += ["", "Failures in the crowd run: " + "; ".join(res["crowd_failed"][:5])]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace only this benchmark's section (re-read just before writing: others edit theirs)."""
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
+    if HEADING in old:
+        start = old.index(HEADING)
+        nxt = old.find("\n## ", start + len(HEADING))
+        new = old[:start] + text.rstrip() + "\n" + (old[nxt:] if nxt >= 0 else "")
+    else:
+        new = old.rstrip() + "\n\n" + text.rstrip() + "\n"
+    path.write_text(new, encoding="utf-8")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--warm", type=int, default=15)
+    ap.add_argument("--crowd", type=int, default=30)
+    ap.add_argument("--cold", type=int, default=3)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    if not Path(CHROMIUM).exists():
+        print(f"needs Debian's chromium at {CHROMIUM}: apt-get install -y chromium", file=sys.stderr)
+        return 2
+    s, tmp = start_dash_stack()
+    try:
+        reviewers = [f"bench-rev-{i:02d}" for i in range(1, args.crowd + 1)]
+        roster = (tmp or s.state) / "bench-reviewers.csv"
+        roster.write_text("".join(f"{r},reviewers,Bench reviewer {r[-2:]}\n" for r in reviewers))
+        s.cli("users", "import", str(roster), timeout=600)
+        as_user(s, "cn-scientist", "unpublish", "lola-explorer")
+        t0 = time.perf_counter()
+        p = as_user(s, "cn-scientist", "publish", str(EXAMPLE), "--title", "LOLA explorer", "--share-with", "reviewers")
+        publish_s = time.perf_counter() - t0
+        if p.returncode != 0:
+            print(p.stdout, p.stderr, file=sys.stderr)
+            return 1
+        version = p.stdout.split(" v", 1)[1].split()[0]
+        res = asyncio.run(run(s, version, reviewers, args.warm, args.cold))
+        text = section(res, args.crowd, publish_s)
+        print(text)
+        if not args.no_write:
+            write_section(REPO / "docs" / "benchmarks.md", text)
+        return 0 if len(res["crowd"]) == args.crowd else 1
+    finally:
+        stop_dash_stack(s, tmp)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
