@@ -114,8 +114,9 @@ class HubSettings(Strict):
     # single-account: every server runs as the operator; for unprivileged development only.
     isolation: Literal["system-users", "single-account"] = "system-users"
     database_url: str | None = None
-    start_timeout: int = Field(60, ge=5)
-    http_timeout: int = Field(60, ge=5)
+    # Generous: many servers starting at once on a small machine (a class) take time.
+    start_timeout: int = Field(180, ge=5)
+    http_timeout: int = Field(120, ge=5)
     # Seconds a single-user server trusts a cached token's permissions; short so
     # revoked shares take effect within seconds.
     token_cache_seconds: int = Field(5, ge=0, le=600)

@@ -115,6 +115,10 @@ def cluster_overrides(d: Deployment, username: str, worker_cores: int, worker_me
         raise LimitError(refusal_for_new_cluster(d, username, 0) or "dask is not enabled for you")
     check_request(limits, worker_cores, worker_memory_gb, workers)
     return {
+        # Set here too, first: ClusterConfig computes cluster_max_workers from the
+        # scheduler's size as each override is applied, before the file config lands.
+        "scheduler_cores": SCHEDULER_CORES,
+        "scheduler_memory": int(SCHEDULER_MEMORY_GB * GIB),
         "worker_cores": int(worker_cores),
         "worker_memory": int(worker_memory_gb * GIB),
         # The gateway counts the scheduler in cluster_max_*; the group limits cover workers.

@@ -315,3 +315,17 @@ def test_render_cli_writes_files(tmp_path: Path) -> None:
     assert render.main(["hpc", "--scheduler", "pbs", "--site", "cn", "-o", str(hpc)]) == 0
     assert "PBSBackend" in hpc.read_text()
     assert render.main(["hpc", "--site", "moon"]) == 2
+
+
+def test_smallest_group_limit_still_gets_its_worker():
+    """Students (1 core, 2 GiB) must get their one worker: the overrides alone, applied to the
+    real ClusterConfig, leave room for the scheduler plus one default worker."""
+    from dask_gateway_server.backends.base import ClusterConfig
+
+    from lunarhub import config, gateway
+
+    d = config.load()
+    overrides = gateway.cluster_overrides(d, "student", 1, 2.0, 0)
+    overrides.pop("environment")
+    overrides.pop("initial_workers")
+    assert ClusterConfig(**overrides).cluster_max_workers == 1
