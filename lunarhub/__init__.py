@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
+
+# Submodules a notebook reaches as attributes (`lunarhub.doctor.report()`), imported on
+# first use so `import lunarhub` stays light in the hub and the gateway.
+_LAZY = {"doctor", "terrain", "catalog", "pds", "dashboards"}
 
 
 def open_catalog(*args: Any, **kwargs: Any) -> Any:
@@ -12,3 +17,9 @@ def open_catalog(*args: Any, **kwargs: Any) -> Any:
     from .catalog import open_catalog as _open
 
     return _open(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
