@@ -326,13 +326,12 @@ class ListApi(ApiBase):
             version, created = self.store.publish(
                 owner, slug, title=title, description=str(data.get("description") or ""),
                 notebook=str(data.get("notebook") or ""), files=files, share_with=groups + users,
-                environment=dict(data.get("environment") or {}), gid=_gid(d, owner))
+                environment=dict(data.get("environment") or {}), gid=_gid(d, owner),
+                extra={"share_groups": groups, "share_users": users})
         except StoreError as exc:
             return self.json_error(400, str(exc))
         dash = self.store.get(owner, slug)
         assert dash is not None
-        dash.info.update(share_groups=groups, share_users=users)
-        self.store._write_json(dash.path / "dashboard.json", dash.info, _gid(d, owner))
         try:
             await self.deploy(d, dash, restart=created)
         except HubError as exc:

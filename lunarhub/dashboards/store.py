@@ -199,7 +199,8 @@ class Store:
 
     def publish(self, owner: str, slug: str, *, title: str, description: str, notebook: str,
                 files: dict[str, bytes], share_with: list[str], environment: dict[str, Any],
-                gid: int | None = None, now: float | None = None) -> tuple[Version, bool]:
+                gid: int | None = None, now: float | None = None,
+                extra: dict[str, Any] | None = None) -> tuple[Version, bool]:
         """Store a new version (or return the latest if the content is unchanged).
 
         Returns (version, created). The version is written to a temp dir and renamed
@@ -219,7 +220,7 @@ class Store:
         existing = self.get(owner, slug)
         info = dict(existing.info) if existing else {"created": now or time.time()}
         info.update(title=title.strip(), description=description.strip(), share_with=list(share_with),
-                    status="published", owner=owner, slug=slug)
+                    status="published", owner=owner, slug=slug, **(extra or {}))
         latest = existing.latest if existing else None
         if latest and latest.meta["hash"] == digest and existing and existing.active:
             self._write_json(path / "dashboard.json", info, gid)

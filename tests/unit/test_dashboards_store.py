@@ -70,7 +70,9 @@ def test_versions_are_immutable_and_numbered(tmp_path):
     assert meta["environment"] == {"python": "3.11.2"} and meta["files"] == ["data/x.csv", "nb.ipynb"]
     # Read-only for everyone: a later write must not change what reviewers saw.
     assert stat.S_IMODE((v1.path / "files" / "nb.ipynb").stat().st_mode) & 0o222 == 0
-    again, created = publish(store)
+    assert store.get("cn-scientist", "demo").info["share_with"] == ["reviewers"]
+    again, created = publish(store, extra={"share_groups": ["reviewers"]})
+    assert store.get("cn-scientist", "demo").info["share_groups"] == ["reviewers"]
     assert not created and again.version == 1
     v2, created = publish(store, files={"nb.ipynb": b'{"cells": [1]}'})
     assert created and v2.version == 2
