@@ -57,10 +57,20 @@ async def login(browser, s, user: str, dash_url: str):
 
 
 async def first_plot(page, url: str, timeout: float = 120) -> float:
+    """Seconds to the first canvas. After a restart of the dashboard server the hub asks the
+    reviewer once more to confirm (its OAuth tokens died with the server): click it, as a
+    reviewer would; the click is part of the measured time."""
     t0 = time.perf_counter()
     await page.goto(url)
-    await page.wait_for_selector("canvas", state="visible", timeout=timeout * 1000)
-    return time.perf_counter() - t0
+    while True:
+        if "/oauth2/authorize" in page.url and await page.locator("button[type=submit]").count():
+            await page.click("button[type=submit]")
+        try:
+            await page.wait_for_selector("canvas", state="visible", timeout=1000)
+            return time.perf_counter() - t0
+        except Exception:  # noqa: BLE001 - playwright TimeoutError: not drawn yet
+            if time.perf_counter() - t0 > timeout:
+                raise
 
 
 async def run(s, version: str, reviewers: list[str], warm_n: int, cold_n: int) -> dict:
