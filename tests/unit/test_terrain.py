@@ -206,9 +206,13 @@ def test_numpy_input_is_processed_in_strips(monkeypatch):
     z = rough_surface(23, 31, seed=2)
     whole = terrain.terrain_pipeline(projected_dem(z), products=ALL, roughness_window=5)
     monkeypatch.setattr(terrain, "_NUMPY_STRIP_ROWS", 4)
-    strips = terrain.terrain_pipeline(projected_dem(z), products=ALL, roughness_window=5)
-    for name in ALL:
-        np.testing.assert_array_equal(strips[name].values, whole[name].values)
+    monkeypatch.setattr(terrain, "_COMPILED_STRIP_PIXELS", 4 * 31)
+    for engine in ("auto", "numpy"):
+        strips = terrain.terrain_pipeline(projected_dem(z), products=ALL, roughness_window=5, engine=engine)
+        for name in ALL:
+            np.testing.assert_array_equal(strips[name].values, whole[name].values)
+        np.testing.assert_allclose(terrain.roughness(projected_dem(z), 5, method="tri").values,
+                                   ref.tri_riley(z, 5), atol=1e-9)
 
 
 # --- geographic grids: pixel width shrinks with cos(lat) --------------------------------------
