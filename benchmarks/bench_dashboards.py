@@ -61,7 +61,7 @@ async def first_plot(page, url: str, timeout: float = 120) -> float:
     reviewer once more to confirm (its OAuth tokens died with the server): click it, as a
     reviewer would; the click is part of the measured time."""
     t0 = time.perf_counter()
-    await page.goto(url)
+    await page.goto(url, timeout=timeout * 1000)  # a crowd queues for minutes, not Playwright's 30 s
     while True:
         if "/oauth2/authorize" in page.url and await page.locator("button[type=submit]").count():
             await page.click("button[type=submit]")
