@@ -141,14 +141,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{name:16s} {info['state']:10s} {info['detail']}")
         healthy = healthy and info["state"] == "RUNNING"
     print(f"{'proxy+hub':16s} {'healthy' if ok else 'UNHEALTHY':10s} {detail}")
+    checks = []
     if d.services.dask_gateway.enabled:
-        url = f"{d.public_url}/services/dask-gateway/api/health"
+        checks.append(("dask gateway", f"{d.public_url}/services/dask-gateway/api/health", {200}))
+    if d.services.dashboards.enabled:
+        # The gallery sends anonymous visitors to the hub's login: that answer means it serves.
+        checks.append(("dashboards", f"{d.public_url}/services/dashboards/", {200, 302}))
+    for label, url, good in checks:
         try:
-            code = requests.get(url, timeout=3).status_code
+            code = requests.get(url, timeout=3, allow_redirects=False).status_code
         except requests.RequestException as exc:
             code = exc.__class__.__name__
-        healthy = healthy and code == 200
-        print(f"{'dask gateway':16s} {'healthy' if code == 200 else 'UNHEALTHY':10s} {url} -> {code}")
+        healthy = healthy and code in good
+        print(f"{label:16s} {'healthy' if code in good else 'UNHEALTHY':10s} {url} -> {code}")
     for name, site_ok, site_detail in _site_health(d):
         healthy = healthy and site_ok
         print(f"{'site ' + name:16s} {'healthy' if site_ok else 'UNHEALTHY':10s} {site_detail}")
