@@ -96,6 +96,8 @@ class Group(Strict):
     project_folder: bool = False
     # Instructors: the student groups whose servers they may see and help.
     teaches: list[str] = Field(default_factory=list)
+    # Data policies granted beyond what the role gives (e.g. a course reading `partners` data).
+    grants: list[Literal["open", "partners", "ru-only", "cn-only"]] = Field(default_factory=list)
     dask: GroupLimits | None = None
 
 

@@ -96,6 +96,7 @@ def entitled_policies(deployment: Deployment, username: str, site: str) -> set[s
     open: every hub user. partners: science, reviewer and admin roles.
     <cc>-only: science/instructor/admin groups of an institution in country cc.
     After the site's `embargo_until` date its own <cc>-only data open to partners.
+    A group's `grants` add policies explicitly (a course granted `partners` data).
     """
     user = deployment.users.get(username)
     if user is None:
@@ -108,6 +109,7 @@ def entitled_policies(deployment: Deployment, username: str, site: str) -> set[s
         if group.role in TEAM_ROLES and group.institution:
             country = deployment.institutions[group.institution].country
             out.add(f"{country.lower()}-only")
+        out.update(group.grants)
     if "partners" in out and _embargo_over(deployment, site):
         home = deployment.institutions[_site(deployment, site).institution].country
         out.add(f"{home.lower()}-only")

@@ -196,3 +196,22 @@ def test_ldap_switch_configures_the_real_authenticator(tmp_path):
     auth = LDAPAuthenticator(config=c)
     assert auth.server_address == "ldap.naoc.example"
     assert auth.bind_dn_template == ["uid={username},dc=naoc"]
+
+
+def test_policies_from_roles_and_course_grants():
+    from lunarhub import sites
+
+    data = demo_dict()
+    d = parse(yaml.safe_dump(data))
+    assert sites.entitled_policies(d, "student", "ru") == {"open"}
+    assert sites.entitled_policies(d, "reviewer", "cn") == {"open", "partners"}
+    assert sites.entitled_policies(d, "ru-scientist", "ru") == {"open", "partners", "ru-only"}
+    assert "cn-only" not in sites.entitled_policies(d, "ru-scientist", "cn")
+    # A course may be granted more than `open` in the deployment file...
+    data["groups"]["students"]["grants"] = ["partners"]
+    d = parse(yaml.safe_dump(data))
+    assert sites.entitled_policies(d, "student", "cn") == {"open", "partners"}
+    # ...but only known policies.
+    data["groups"]["students"]["grants"] = ["everything"]
+    errs = problems_of(yaml.safe_dump(data))
+    assert any(w.startswith("groups.students.grants") for w, _ in errs), errs
