@@ -154,16 +154,18 @@ def load_groups(d: Deployment) -> dict[str, dict[str, Any]]:
 
 
 def _default_url(d: Deployment):
-    no_lab = {u for u, user in d.users.items()
-              if not any(d.groups[g].role in LAB_ROLES for g in user.groups)}
+    lab_groups = {g for g, grp in d.groups.items() if grp.role in LAB_ROLES}
     dashboards = "/services/dashboards/" if d.services.dashboards.enabled else "/hub/home"
 
     def default_url(handler) -> str:
         user = handler.current_user
-        if user is not None and user.name in no_lab:
+        if user is None:
+            return "/hub/home"
+        # From the hub's own group table, so users added since the hub started count too.
+        if not user.admin and not lab_groups & {g.name for g in user.groups}:
             return dashboards
         # /hub/spawn starts the default server (no options form) and then opens it.
-        return "/hub/home" if user is None else "/hub/spawn"
+        return "/hub/spawn"
 
     return default_url
 
