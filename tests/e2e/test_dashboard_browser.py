@@ -5,20 +5,18 @@ comments; a student gets 403; after unpublish the reviewer gets 403 within secon
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
+from browser import chromium
 from dashboards_helpers import EXAMPLE, as_user, start_dash_stack, stop_dash_stack
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 DASH = "/user/cn-scientist/dash-lola-explorer"
 
 
 @pytest.fixture(scope="module")
 def ds():
+    # A stack of its own: the integration tests count versions from a fresh store.
     s, tmp = start_dash_stack()
     yield s
     stop_dash_stack(s, tmp)
@@ -26,16 +24,8 @@ def ds():
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"needs Debian's chromium at {CHROMIUM}: apt-get install -y chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("needs Playwright for Python: pip install playwright (never `playwright install`)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def login(browser, ds, user: str):
