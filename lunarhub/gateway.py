@@ -133,13 +133,9 @@ def cluster_overrides(d: Deployment, username: str, worker_cores: int, worker_me
 
 def worker_environment(d: Deployment, username: str) -> dict[str, str]:
     """The user's data-site credentials, so workers read exactly what the user may read."""
-    try:
-        from . import sites
-    except ImportError:  # the sites component is optional
-        return {}
-    if not d.sites or not hasattr(sites, "credentials_for"):
-        return {}
-    return dict(sites.credentials_for(d, username))
+    from . import sites
+
+    return dict(sites.credentials_for(d, username)) if d.sites else {}
 
 
 def option_fields(limits: UserLimits | None) -> list[dict[str, Any]]:

@@ -135,13 +135,8 @@ def _components(d: Deployment) -> list[Any]:
     wanted = [("kernels", True), ("courses", True), ("sites", bool(d.sites)),
               ("gateway", d.services.dask_gateway.enabled), ("dashboards", d.services.dashboards.enabled)]
     for name, enabled in wanted:
-        if not enabled:
-            continue
-        try:
+        if enabled:
             mods.append(importlib.import_module(f"lunarhub.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lunarhub.{name}":
-                raise
     return mods
 
 

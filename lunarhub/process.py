@@ -60,10 +60,8 @@ def programs(d: Deployment) -> list[Program]:
 
 
 def _site_programs(d: Deployment, env: dict[str, str]) -> list[Program]:
-    try:
-        from . import sites
-    except ImportError:
-        return []
+    from . import sites
+
     progs = []
     for name, site in d.sites.items():
         if site.kind == "local":
@@ -74,10 +72,8 @@ def _site_programs(d: Deployment, env: dict[str, str]) -> list[Program]:
 def _gateway_programs(d: Deployment, env: dict[str, str]) -> list[Program]:
     if not d.services.dask_gateway.enabled:
         return []
-    try:
-        from . import gateway
-    except ImportError:
-        return []
+    from . import gateway
+
     return [Program("dask-gateway", gateway.command(d), gateway.workdir(d), env)]
 
 

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LUNARHUB = str(BIN / "lunarhub")
 sys.path.insert(0, str(ROOT / "tests"))
+# Fixtures kept beside their helpers: `ds` (a dashboards stack per test module).
+pytest_plugins = ["dashboards_helpers"]
 
 
 _handed_out: set[int] = set()

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import Stack, make_stack, open_tmpdir, require_root  # noqa: E402
@@ -85,3 +87,12 @@ def wait_for(fn: Any, timeout: float = 30, every: float = 0.5) -> Any:
             return last
         time.sleep(every)
     return last
+
+
+@pytest.fixture(scope="module")
+def ds() -> Stack:
+    """A dashboards stack per test module (the modules count versions from a fresh store).
+    Registered for every test module by `pytest_plugins` in tests/conftest.py."""
+    s, tmp = start_dash_stack()
+    yield s
+    stop_dash_stack(s, tmp)

@@ -8,18 +8,10 @@ import time
 
 import pytest
 from browser import chromium
-from dashboards_helpers import EXAMPLE, as_user, start_dash_stack, stop_dash_stack
+from dashboards_helpers import EXAMPLE, as_user
 
 pytestmark = pytest.mark.e2e
 DASH = "/user/cn-scientist/dash-lola-explorer"
-
-
-@pytest.fixture(scope="module")
-def ds():
-    # A stack of its own: the integration tests count versions from a fresh store.
-    s, tmp = start_dash_stack()
-    yield s
-    stop_dash_stack(s, tmp)
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,10 @@ import time
 import psutil
 import pytest
 import requests
-from dashboards_helpers import EXAMPLE, SIMPLE, as_user, notebook, start_dash_stack, stop_dash_stack, wait_for
+from dashboards_helpers import EXAMPLE, SIMPLE, as_user, notebook, wait_for
 
 pytestmark = pytest.mark.integration
 DASH = "/user/cn-scientist/dash-lola-explorer"
-
-
-@pytest.fixture(scope="module")
-def ds():
-    s, tmp = start_dash_stack()
-    yield s
-    stop_dash_stack(s, tmp)
 
 
 @pytest.fixture(scope="module")
