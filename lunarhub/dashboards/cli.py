@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  gallery: {out['gallery_url']}")
             print(f"  shared with: {', '.join(out['share_groups'] + out['share_users']) or 'nobody'}")
             print(f"  hash:    {out['hash']}")
+            if why := out.get("thumbnail_error") or out.get("thumbnail_refused"):
+                print(f"  note: no gallery thumbnail ({why})", file=sys.stderr)
+            elif out.get("created") and not out.get("thumbnail"):
+                print("  note: no gallery thumbnail (no HoloViews, Matplotlib or image pane to draw)",
+                      file=sys.stderr)
         elif args.command == "unpublish":
             out = unpublish(args.slug, version=args.version)
             print(f"unpublished {out.get('unpublished') or args.slug}"

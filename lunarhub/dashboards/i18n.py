@@ -36,6 +36,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "back": {"en": "All dashboards", "ru": "Все дашборды", "zh": "全部仪表板"},
     "shared_with": {"en": "Shared with", "ru": "Доступ", "zh": "共享对象"},
     "latest": {"en": "latest", "ru": "последняя", "zh": "最新"},
+    "thumb_alt": {"en": "Preview of the dashboard", "ru": "Превью дашборда", "zh": "仪表板预览"},
 }
 
 

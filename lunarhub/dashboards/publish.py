@@ -84,7 +84,13 @@ def publish(notebook: str | Path, title: str, *, description: str = "", share_wi
         "share_with": list(share_with or []), "environment": checked.environment,
         "files": {k: base64.b64encode(v).decode() for k, v in payload_files.items()},
     }
-    return _call("POST", endpoint + "api/dashboards", token, json=body)
+    if checked.thumbnail:
+        # The gallery re-checks it: it is only a picture the client claims to have drawn.
+        body["thumbnail"] = base64.b64encode(checked.thumbnail).decode()
+    out = _call("POST", endpoint + "api/dashboards", token, json=body)
+    if checked.thumbnail_error:
+        out["thumbnail_error"] = checked.thumbnail_error
+    return out
 
 
 def unpublish(slug: str, *, version: int | None = None, owner: str | None = None, url: str | None = None,

@@ -28,7 +28,7 @@ from tornado import ioloop, web
 from .. import config, roster, secrets
 from ..config import Deployment
 from ..spawner import log_tail
-from . import policy
+from . import policy, thumbnail
 from .comments import Comments
 from .hubclient import Hub, HubError
 from .i18n import pick, t
@@ -96,7 +96,12 @@ header{display:flex;justify-content:space-between;align-items:baseline}
 .card{border:1px solid #ccc;border-radius:6px;padding:.8em 1em;margin:.8em 0}
 .meta{color:#555;font-size:.9em}.langs a{margin-left:.5em}pre{background:#f4f4f4;padding:.6em;overflow:auto}
 textarea{width:100%;min-height:5em}.btn{display:inline-block;padding:.3em .9em;border:1px solid #36c;
-border-radius:4px;color:#36c;text-decoration:none}"""
+border-radius:4px;color:#36c;text-decoration:none}
+.card.dashboard{display:flex;gap:1em;align-items:flex-start}.card .body{flex:1;min-width:0}
+.thumb{flex:none;width:240px;height:150px;object-fit:contain;background:#fff;border:1px solid #ddd;border-radius:4px}
+.version .thumb{width:480px;height:300px;max-width:100%}
+.thumb.placeholder{display:flex;align-items:center;justify-content:center;background:#eef1f6;color:#8a94a6;
+font-size:3.5em;font-weight:600}"""
 
 
 def esc(value: Any) -> str:
@@ -130,6 +135,13 @@ class Page(Base):
     def url(self, kind: str, v: Version) -> str:
         return f"{self.prefix}{kind}/{v.owner}/{v.slug}/v{v.version}"
 
+    def thumb(self, v: Version, title: str, lang: str) -> str:
+        if v.thumbnail is None:
+            # Nothing drawable was published: a neutral tile with the title's first letter.
+            return f'<div class="thumb placeholder" aria-hidden="true">{esc(title.strip()[:1].upper())}</div>'
+        return (f'<img class="thumb" src="{self.url("thumb", v)}.png" alt="{esc(t("thumb_alt", lang))}: {esc(title)}"'
+                f' width="{thumbnail.WIDTH}" height="{thumbnail.HEIGHT}" loading="lazy">')
+
 
 def when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
@@ -150,13 +162,14 @@ class GalleryHandler(Page):
             assert v is not None
             others = " ".join(f'<a href="{self.url("d", o)}">v{o.version}</a>' for o in reversed(dash.versions[:-1]))
             cards.append(f"""<div class="card dashboard" data-owner="{esc(dash.owner)}" data-slug="{esc(dash.slug)}">
+{self.thumb(v, dash.title, lang)}<div class="body">
 <h2>{esc(dash.title)}</h2><p>{esc(dash.info.get("description", ""))}</p>
 <p class="meta">{t("author", lang)}: {esc(self.author(d, dash.owner))} · {t("institute", lang)}:
 {esc(self.institute(d, dash.owner, lang))} · {t("version", lang)}: v{v.version} ({t("latest", lang)}) ·
 {t("date", lang)}: {when(v.published)}</p>
 <a class="btn open" href="{self.url("open", v)}">{t("open", lang)}</a>
 <a href="{self.url("d", v)}">{t("details", lang)}</a>
-{f'<p class="meta">{t("older", lang)}: {others}</p>' if others else ""}</div>""")
+{f'<p class="meta">{t("older", lang)}: {others}</p>' if others else ""}</div></div>""")
         body = "\n".join(cards) or f'<p class="empty">{t("empty", lang)}</p>'
         self.page(lang, t("gallery", lang), body)
 
@@ -192,7 +205,9 @@ class VersionHandler(Page):
         others = " ".join(f'<a href="{self.url("d", o)}">v{o.version}</a>' for o in dash.versions if o is not v)
         shared = ", ".join(dash.info.get("share_groups", []) + dash.info.get("share_users", []))
         body = f"""<p><a href="{self.prefix}">← {t("back", lang)}</a></p>
-<h2>{esc(v.meta.get("title", dash.title))} — v{v.version}</h2><p>{esc(v.meta.get("description", ""))}</p>
+<h2>{esc(v.meta.get("title", dash.title))} — v{v.version}</h2>
+<div class="version">{self.thumb(v, v.meta.get("title", dash.title), lang)}</div>
+<p>{esc(v.meta.get("description", ""))}</p>
 <p class="meta">{t("author", lang)}: {esc(self.author(d, owner))} · {t("institute", lang)}:
 {esc(self.institute(d, owner, lang))} · {t("date", lang)}: {when(v.published)} · {t("shared_with", lang)}: {esc(shared)}</p>
 <p class="meta">{t("hash", lang)}: <code>{esc(v.meta["hash"])}</code><br>{t("environment", lang)}:
@@ -203,6 +218,22 @@ Python {esc(env.get("python", "?"))}; {esc(pkgs)}</p>
 <form method="post" action="{self.url("d", v)}/comments">{self.xsrf_form_html()}
 <textarea name="text" required maxlength="5000"></textarea><br><button type="submit">{t("add_comment", lang)}</button></form>"""
         self.page(lang, dash.title, body)
+
+
+class ThumbnailHandler(VersionHandler):
+    """A version's thumbnail, to exactly those who may see the version page."""
+
+    @web.authenticated
+    async def get(self, owner: str, slug: str, number: str) -> None:
+        found = await self.lookup(owner, slug, number)
+        path = found[1].thumbnail if found else None
+        if path is None:
+            raise web.HTTPError(404)
+        self.set_header("Content-Type", "image/png")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        # v<N> never changes and its number is never reused; private: access is per user.
+        self.set_header("Cache-Control", "private, max-age=86400, immutable")
+        self.finish(path.read_bytes())
 
 
 class CommentFormHandler(VersionHandler):
@@ -289,7 +320,7 @@ def describe(dash: Dashboard, v: Version, prefix: str) -> dict[str, Any]:
             "hash": v.meta["hash"], "published": v.published, "server": dash.server,
             "url": f"/user/{dash.owner}/{dash.server}/v{v.version}",
             "gallery_url": f"{prefix}d/{dash.owner}/{dash.slug}/v{v.version}",
-            "versions": [x.version for x in dash.versions],
+            "versions": [x.version for x in dash.versions], "thumbnail": v.thumbnail is not None,
             "share_groups": dash.info.get("share_groups", []), "share_users": dash.info.get("share_users", [])}
 
 
@@ -322,12 +353,13 @@ class ListApi(ApiBase):
             return self.json_error(403 if isinstance(exc, policy.ShareRefused) else 400, str(exc))
         except (binascii.Error, TypeError, ValueError) as exc:
             return self.json_error(400, f"bad files: {exc}")
+        thumb, refused = self.checked_thumbnail(owner, slug, data.get("thumbnail"))
         try:
             version, created = self.store.publish(
                 owner, slug, title=title, description=str(data.get("description") or ""),
                 notebook=str(data.get("notebook") or ""), files=files, share_with=groups + users,
                 environment=dict(data.get("environment") or {}), gid=_gid(d, owner),
-                extra={"share_groups": groups, "share_users": users})
+                extra={"share_groups": groups, "share_users": users}, thumbnail=thumb)
         except StoreError as exc:
             return self.json_error(400, str(exc))
         dash = self.store.get(owner, slug)
@@ -338,7 +370,27 @@ class ListApi(ApiBase):
             status = 403 if exc.status == 403 else 502
             return self.json_error(status, f"stored as v{version.version}, but the hub refused: {exc}")
         self.set_status(201 if created else 200)
-        self.finish({**describe(dash, version, self.prefix), "created": created})
+        self.finish({**describe(dash, version, self.prefix), "created": created,
+                     **({"thumbnail_refused": refused} if refused and created else {})})
+
+    @staticmethod
+    def checked_thumbnail(owner: str, slug: str, sent: Any) -> tuple[bytes | None, str | None]:
+        """The client's thumbnail if it is a sane PNG; a bad one costs the picture, not the publish."""
+        if not sent:
+            return None, None
+        try:
+            if not isinstance(sent, str):
+                raise thumbnail.NotAThumbnail("not base64 text")
+            if len(sent) > (thumbnail.MAX_ACCEPTED + 2) // 3 * 4:
+                raise thumbnail.NotAThumbnail(f"more than {thumbnail.MAX_ACCEPTED} bytes")
+            try:
+                raw = base64.b64decode(sent, validate=True)
+            except binascii.Error:
+                raise thumbnail.NotAThumbnail("not base64") from None
+            return thumbnail.check_png(raw), None
+        except thumbnail.NotAThumbnail as exc:
+            log.warning("thumbnail of %s/%s refused: %s", owner, slug, exc)
+            return None, f"refused by the gallery: {exc}"
 
     async def deploy(self, d: Deployment, dash: Dashboard, restart: bool) -> None:
         owner, server = dash.owner, dash.server
@@ -466,6 +518,7 @@ def make_app(d: Deployment, prefix: str) -> web.Application:
         (p + "oauth_callback", HubOAuthCallbackHandler),
         (p + rf"d/{seg}/v([0-9]+)", VersionHandler),
         (p + rf"d/{seg}/v([0-9]+)/comments", CommentFormHandler),
+        (p + rf"thumb/{seg}/v([0-9]+)\.png", ThumbnailHandler),
         (p + rf"open/{seg}/v([0-9]+)", OpenHandler),
         (p + "api/dashboards", ListApi),
         (p + rf"api/dashboards/{seg}", DashboardApi),

@@ -5,6 +5,7 @@ Layout under `<state>/dashboards/`:
     <owner>/<slug>/dashboard.json     title, sharing, status (the mutable part)
     <owner>/<slug>/v<N>/metadata.json what was published: hash, author, time, environment
     <owner>/<slug>/v<N>/files/...     the notebook and the files it declared
+    <owner>/<slug>/v<N>/thumbnail.png the gallery's picture of it (optional, not in the hash)
     <owner>/<slug>/apps/v<N>.py       what `panel serve` runs for version N
 
 Only the gallery service (root) writes here. Files are root-owned and group-
@@ -32,6 +33,7 @@ VERSION_RE = re.compile(r"^v([1-9][0-9]{0,5})$")
 SERVER_PREFIX = "dash-"
 MAX_FILES = 200
 MAX_BYTES = 200 * 2**20
+THUMBNAIL = "thumbnail.png"
 
 
 class StoreError(ValueError):
@@ -107,6 +109,11 @@ class Version:
     @property
     def published(self) -> float:
         return float(self.meta["published"])
+
+    @property
+    def thumbnail(self) -> Path | None:
+        path = self.path / THUMBNAIL
+        return path if path.is_file() else None
 
 
 @dataclass
@@ -200,11 +207,14 @@ class Store:
     def publish(self, owner: str, slug: str, *, title: str, description: str, notebook: str,
                 files: dict[str, bytes], share_with: list[str], environment: dict[str, Any],
                 gid: int | None = None, now: float | None = None,
-                extra: dict[str, Any] | None = None) -> tuple[Version, bool]:
+                extra: dict[str, Any] | None = None, thumbnail: bytes | None = None) -> tuple[Version, bool]:
         """Store a new version (or return the latest if the content is unchanged).
 
         Returns (version, created). The version is written to a temp dir and renamed
-        into place, so a crash never leaves a half-written version behind.
+        into place, so a crash never leaves a half-written version behind. `thumbnail`
+        (PNG bytes the caller has checked) is sealed beside the files but is not part
+        of the content hash: the hash says what runs, and the same notebook drawn twice
+        is the same version.
         """
         path = self._dir(owner, slug)
         if not title.strip():
@@ -240,6 +250,8 @@ class Store:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
             (tmp / "metadata.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+            if thumbnail:
+                (tmp / THUMBNAIL).write_bytes(thumbnail)
             _seal(tmp, gid)
             os.rename(tmp, path / f"v{number}")
         except BaseException:
@@ -276,6 +288,7 @@ class Store:
         for dirpath, _dirs, _files in os.walk(v.path):
             os.chmod(dirpath, 0o750)  # sealed read-only; unlock to remove
         shutil.rmtree(v.path / "files")
+        (v.path / THUMBNAIL).unlink(missing_ok=True)
         (dash.path / "apps" / f"v{number}.py").unlink(missing_ok=True)
         meta = dict(v.meta, deleted=time.time())
         (v.path / "metadata.json").unlink()

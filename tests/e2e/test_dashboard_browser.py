@@ -43,6 +43,10 @@ def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
     assert page.url.endswith("/services/dashboards/"), page.url
     card = page.locator(".dashboard[data-slug=lola-explorer]")
     assert "Demo NAOC scientist" in card.inner_text() and f"v{version}" in card.inner_text()
+    # The thumbnail drawn at publish loads in the browser (an image, not a broken icon).
+    thumb = card.locator("img.thumb")
+    page.wait_for_function("i => i.complete", arg=thumb.element_handle(), timeout=15_000)
+    assert thumb.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [480, 300]
     card.locator("a.open").click()
     page.wait_for_load_state()
     # Shared dashboards open without JupyterHub's "Authorize access" page (hub_patches).

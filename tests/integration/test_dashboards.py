@@ -3,6 +3,7 @@ through the hub's sharing, refusals, versions, comments, culling, crashes, resta
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -151,6 +152,10 @@ def test_republish_makes_v2_and_v1_stays(published):
         assert ds.request("GET", f"/user/cn-scientist/dash-versions/v{v}", rev).status_code == 200
     listed = {d["slug"]: d for d in api(ds, "GET", "api/dashboards", "reviewer").json()["dashboards"]}
     assert listed["versions"]["versions"] == [1, 2] and listed["versions"]["version"] == 2
+    # Nothing drawable in it (a text pane): no thumbnail, a placeholder tile, and the author is told.
+    assert "no gallery thumbnail" in p.stderr and listed["versions"]["thumbnail"] is False
+    card = api(ds, "GET", "", "reviewer").text.split('data-slug="versions"')[1].split('class="card')[0]
+    assert '<div class="thumb placeholder" aria-hidden="true">V</div>' in card and "<img" not in card
     h1 = json.loads((ds.state / "dashboards/cn-scientist/versions/v1/metadata.json").read_text())["hash"]
     h2 = json.loads((ds.state / "dashboards/cn-scientist/versions/v2/metadata.json").read_text())["hash"]
     assert h1 != h2
@@ -193,6 +198,35 @@ def test_gallery_lists_in_three_languages(published):
     assert "仪表板" in zh.text and "中国科学院国家天文台" in zh.text
     student = ds.request("GET", "/services/dashboards/", ds.token("student"))
     assert student.status_code == 200 and "LOLA explorer" not in student.text
+
+
+def test_gallery_thumbnail_drawn_at_publish_and_shown_to_viewers_only(published):
+    from PIL import Image
+
+    ds = published
+    stored = ds.state / "dashboards" / "cn-scientist" / "lola-explorer" / "v1" / "thumbnail.png"
+    assert stored.is_file(), "the example dashboard (pn.bind -> hv.Image) was published without a thumbnail"
+    st = stored.stat()
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o440  # sealed like the rest of the version
+    src = "/services/dashboards/thumb/cn-scientist/lola-explorer/v1.png"
+    gallery = api(ds, "GET", "", "reviewer").text
+    img = re.search(rf'<img class="thumb" src="{re.escape(src)}" alt="([^"]*)"', gallery)
+    assert img and img.group(1) == "Preview of the dashboard: LOLA explorer", gallery
+    assert 'alt="仪表板预览: LOLA explorer"' in api(ds, "GET", "?lang=zh", "reviewer").text
+    assert f'src="{src}"' in api(ds, "GET", "d/cn-scientist/lola-explorer/v1", "reviewer").text
+    r = ds.request("GET", src, ds.token("reviewer"))
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/png"
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and "immutable" in r.headers["Cache-Control"]
+    assert r.content == stored.read_bytes()
+    picture = Image.open(io.BytesIO(r.content))
+    picture.load()
+    assert picture.format == "PNG" and picture.size == (480, 300)
+    assert len(picture.convert("RGB").getcolors(maxcolors=2**16) or range(2**16)) > 50, "a blank thumbnail"
+    for user in ("student", "ru-scientist"):  # the version page's visibility, not just a login
+        assert ds.request("GET", src, ds.token(user)).status_code == 404, user
+    assert ds.request("GET", src.replace("v1.png", "v99.png"), ds.token("reviewer")).status_code == 404
+    anon = requests.get(ds.url + src, allow_redirects=False, timeout=30)
+    assert anon.status_code in (302, 403) and not anon.headers.get("Content-Type", "").startswith("image/")
 
 
 def test_revoked_share_takes_effect_within_seconds(published):

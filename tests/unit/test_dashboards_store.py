@@ -114,3 +114,24 @@ def test_store_refusals(tmp_path):
                       files={"nb.ipynb": b"1"}, share_with=[], environment={})
     assert not any(p.name.startswith(".tmp-") for p in tmp_path.rglob("*"))
     assert not (tmp_path.parent / "escape.txt").exists() and not os.path.exists(tmp_path / "escape.txt")
+
+
+def test_thumbnail_is_sealed_in_the_version_but_not_hashed(tmp_path):
+    files = {"nb.ipynb": b'{"cells": []}', "data/x.csv": b"1,2"}
+    picture = b"\x89PNG\r\n\x1a\n-not-checked-here"
+    with_thumb, _ = publish(Store(tmp_path / "a"), files=dict(files), thumbnail=picture)
+    without, _ = publish(Store(tmp_path / "b"), files=dict(files))
+    assert with_thumb.thumbnail == with_thumb.path / "thumbnail.png"
+    assert with_thumb.thumbnail.read_bytes() == picture
+    assert stat.S_IMODE(with_thumb.thumbnail.stat().st_mode) & 0o222 == 0
+    assert without.thumbnail is None
+    assert with_thumb.meta["hash"] == without.meta["hash"] == content_hash(files)
+    assert "thumbnail.png" not in with_thumb.meta["files"]
+    # Same content again with another picture: still v1, the first picture stays (immutable).
+    store = Store(tmp_path / "a")
+    again, created = publish(store, files=dict(files), thumbnail=b"\x89PNG\r\n\x1a\nother")
+    assert not created and again.thumbnail.read_bytes() == picture
+    # A deleted version's picture goes with its files.
+    publish(store, files={"nb.ipynb": b"2"})
+    store.delete_version("cn-scientist", "demo", 1)
+    assert not (with_thumb.path / "thumbnail.png").exists()
