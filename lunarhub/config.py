@@ -183,6 +183,9 @@ class DaskGateway(Strict):
 class Dashboards(Strict):
     enabled: bool = True
     port: int = Field(8020, ge=1, le=65535)
+    # Sessions of a dashboard's latest version built ahead while its server is idle, so a
+    # crowd of reviewers opening it together does not queue (docs/dashboards.md). 0: off.
+    ready_sessions: int = Field(32, ge=0, le=256)
 
 
 class Services(Strict):

@@ -39,8 +39,9 @@ def free_port() -> int:
             return port
 
 
-def deployment_dict(state_dir: Path, **services: bool) -> dict[str, Any]:
-    """The demo deployment, moved to free ports and a private state dir."""
+def deployment_dict(state_dir: Path, ready_sessions: int = 4, **services: bool) -> dict[str, Any]:
+    """The demo deployment, moved to free ports and a private state dir. Dashboards keep
+    only a few ready sessions: the pool is exercised without spending the suite's CPU."""
     data = yaml.safe_load((ROOT / "hub" / "lunarhub.yaml").read_text())
     data["state_dir"] = str(state_dir)
     hub = data.setdefault("hub", {})
@@ -52,6 +53,7 @@ def deployment_dict(state_dir: Path, **services: bool) -> dict[str, Any]:
         svc[name]["enabled"] = services.get(name, False)
         svc[name]["port"] = free_port()
     svc["dask_gateway"]["scheduler_proxy_port"] = free_port()
+    svc["dashboards"]["ready_sessions"] = ready_sessions
     for site in data.get("sites", {}).values():
         if site.get("kind", "local") == "local":
             site["port"] = free_port()
@@ -138,9 +140,9 @@ class Stack:
             time.sleep(0.3)
 
 
-def make_stack(tmp: Path, **services: bool) -> Stack:
+def make_stack(tmp: Path, ready_sessions: int = 4, **services: bool) -> Stack:
     state = tmp / "state"
-    data = deployment_dict(state, **services)
+    data = deployment_dict(state, ready_sessions, **services)
     cfg = tmp / "lunarhub.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     return Stack(config=cfg, state=state, data=data)

@@ -21,7 +21,7 @@ from conftest import Stack, make_stack, open_tmpdir, require_root  # noqa: E402
 EXAMPLE = ROOT / "notebooks" / "dashboards" / "lola_explorer.ipynb"
 
 
-def start_dash_stack() -> tuple[Stack, Path | None]:
+def start_dash_stack(ready_sessions: int = 4) -> tuple[Stack, Path | None]:
     """A new stack; or, for quick iterations, the running one described by the JSON file
     in $LUNARHUB_DASH_STACK ({"config", "state", "data"}), which is left running."""
     require_root()
@@ -30,7 +30,7 @@ def start_dash_stack() -> tuple[Stack, Path | None]:
         info = json.loads(Path(reuse).read_text())
         return Stack(config=Path(info["config"]), state=Path(info["state"]), data=info["data"]), None
     tmp = open_tmpdir("dash")
-    s = make_stack(tmp, dashboards=True)
+    s = make_stack(tmp, ready_sessions, dashboards=True)
     s.cli("up", timeout=240)
     return s, tmp
 

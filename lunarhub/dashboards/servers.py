@@ -17,7 +17,8 @@ class NotADashboard(RuntimeError):
 
 
 def dashboard_command(d: Deployment, apps: list[Path]) -> tuple[list[str], list[str]]:
-    """cmd and args: the hub-authenticated proxy (launch.py) in front of panel serve.
+    """cmd and args: the hub-authenticated proxy (launch.py) in front of panel serve
+    (with the ready-session pool of serve.py).
 
     `{port}` and `{base_url}` are filled in by jupyter-server-proxy. absolute_url: the
     proxy forwards the full /user/<owner>/dash-<slug>/... path, which panel serves
@@ -28,7 +29,8 @@ def dashboard_command(d: Deployment, apps: list[Path]) -> tuple[list[str], list[
         str(d.hub.token_cache_seconds), "--",
         "--absolute-url", "--timeout=60", "--activity-interval=60",
         "--",
-        str(VENV_BIN / "panel"), "serve", *[str(a) for a in apps],
+        str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.serve", str(d.services.dashboards.ready_sessions),
+        *[str(a) for a in apps],
         "--port={port}", "--address=127.0.0.1", "--prefix={base_url}",
         # The Origin check is done by the hub-authenticated proxy in front (cookie +
         # OAuth); panel sees the proxy's Host, not the browser's.

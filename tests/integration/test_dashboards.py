@@ -81,7 +81,7 @@ def test_dashboard_runs_as_publisher_behind_proxy(published):
     proc = psutil.Process(pid)
     assert proc.username() == "cn-scientist"
     assert "lunarhub.dashboards.launch" in " ".join(proc.cmdline())
-    panel = [c for c in proc.children(recursive=True) if "panel" in " ".join(c.cmdline())]
+    panel = [c for c in proc.children(recursive=True) if "lunarhub.dashboards.serve" in " ".join(c.cmdline())]
     assert panel and all(c.username() == "cn-scientist" for c in panel)
 
 

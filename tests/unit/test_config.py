@@ -215,3 +215,17 @@ def test_policies_from_roles_and_course_grants():
     data["groups"]["students"]["grants"] = ["everything"]
     errs = problems_of(yaml.safe_dump(data))
     assert any(w.startswith("groups.students.grants") for w, _ in errs), errs
+
+
+def test_ready_sessions_is_bounded_and_reaches_the_dashboard_command():
+    data = demo_dict()
+    data["services"]["dashboards"]["ready_sessions"] = -1
+    keys = [k for k, _ in problems_of(yaml.safe_dump(data))]
+    assert any(k.startswith("services.dashboards.ready_sessions") for k in keys), keys
+    data["services"]["dashboards"]["ready_sessions"] = 7
+    d = parse(yaml.safe_dump(data))
+    from lunarhub.dashboards.servers import dashboard_command
+
+    _, args = dashboard_command(d, [Path("/x/apps/v1.py")])
+    i = args.index("lunarhub.dashboards.serve")
+    assert args[i + 1] == "7" and args[i + 2] == "/x/apps/v1.py"

@@ -1,0 +1,38 @@
+"""`panel serve` with a pool of ready sessions (session_pool.py): what a dashboard server runs.
+
+    python -m lunarhub.dashboards.serve POOL_SIZE apps/v1.py apps/v2.py ... [panel serve options]
+
+POOL_SIZE 0 is plain `panel serve`; otherwise the latest version's app keeps POOL_SIZE
+sessions ready.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    size, *rest = argv
+    apps = [a for a in rest if a.endswith(".py") and not a.startswith("-")]
+    if int(size) > 0 and apps:
+        from .session_pool import install
+
+        # `panel serve` names each app after its file: apps/v1.py is served at /v1. Only the
+        # latest version (the one the gallery opens) keeps ready sessions; older ones are
+        # built per visit.
+        latest = max(apps, key=_version_number)
+        install(int(size), {"/" + Path(latest).stem: latest})
+    from panel.command import main as panel_main
+
+    sys.argv = ["panel", "serve", *rest]
+    return panel_main() or 0
+
+
+def _version_number(app: str) -> int:
+    stem = Path(app).stem
+    return int(stem[1:]) if stem[:1] == "v" and stem[1:].isdigit() else -1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,220 @@
+"""Ready-made Bokeh sessions for a published dashboard, so a crowd does not queue.
+
+Every page load of a Panel app runs the notebook's cells and builds the plot
+(~0.2 s of CPU for the LOLA example); one Panel process does that for one
+visitor at a time, so 30 reviewers opening a dashboard together waited for 30
+of them in turn. A published version is an immutable snapshot, so the session a
+visitor would get can be built before they come: while the server is idle it
+keeps `size` sessions per app ready; a visit takes one, gets a fresh token for
+it (with its own cookies and headers), and the pool refills once the server is
+idle again.
+
+Not pooled: apps whose code reads the visitor (`pn.state.user`, cookies,
+headers, query arguments, `session_context`): their content depends on who
+asks. Those apps are built per visit as before (see `depends_on_visitor`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("lunarhub.dashboards.pool")
+
+# Anything through which the built page could depend on who is asking.
+VISITOR_RE = re.compile(
+    r"state\s*\.\s*(user|user_info|cookies|headers|session_args|location|access_token|refresh_token"
+    r"|session_info)\b|session_context|\bcurdoc\s*\(\s*\)\s*\.\s*session|\brequest\s*\.")
+IDLE_SECONDS = 1.0  # quiet for this long: the server may build the next spare session
+CONNECT_WAIT = 15.0  # a visitor who got a session but never connects stops holding the pool back
+
+
+def depends_on_visitor(source: str) -> bool:
+    return bool(VISITOR_RE.search(source))
+
+
+def app_source(app_file: str) -> str:
+    """The code an app runs: the generated apps/vN.py and the notebook of its snapshot."""
+    import json
+
+    path = Path(app_file)
+    text = path.read_text(encoding="utf-8")
+    version_dir = path.parent.parent / path.stem
+    try:
+        meta = json.loads((version_dir / "metadata.json").read_text(encoding="utf-8"))
+        nb = json.loads((version_dir / "files" / meta["notebook"]).read_text(encoding="utf-8"))
+        cells = nb.get("cells", [])
+        text += "\n".join("".join(c.get("source", "")) if isinstance(c.get("source"), list) else c.get("source", "")
+                          for c in cells if c.get("cell_type") == "code")
+    except (OSError, ValueError, KeyError):
+        pass  # not a snapshot (tests, plain scripts): judge the file alone
+    return text
+
+
+class SessionPool:
+    """Spare sessions per application path; one instance per Panel process."""
+
+    def __init__(self, size: int):
+        self.size = max(0, size)
+        self.spare: dict[str, deque[Any]] = {}
+        self.pooled: dict[str, bool] = {}
+        self.last_activity = 0.0
+        self.building = False
+        self.build_seconds = 0.0
+        self.handed_out = 0
+        self.awaiting: list[tuple[float, Any]] = []  # handed out, websocket not connected yet
+
+    # ---- which apps
+
+    def enable(self, path: str, app_file: str | None) -> None:
+        if app_file is None:
+            self.pooled[path] = False
+            return
+        visitor = depends_on_visitor(app_source(app_file))
+        self.pooled[path] = self.size > 0 and not visitor
+        self.spare.setdefault(path, deque())
+        if visitor and self.size > 0:
+            log.info("%s reads the visitor (user, cookies, headers or arguments): built per visit", path)
+
+    # ---- visits
+
+    def take(self, path: str) -> Any | None:
+        self.last_activity = time.monotonic()
+        queue = self.spare.get(path)
+        while queue:
+            session = queue.popleft()
+            if not session.destroyed:
+                self.handed_out += 1
+                self.awaiting.append((self.last_activity, session))
+                return session
+        return None
+
+    def quiet_for(self) -> float:
+        """Seconds since the last visit, or 0 while a visitor is still between page and
+        websocket (building now would stall their first plot by a whole session)."""
+        now = time.monotonic()
+        still = []
+        for since, session in self.awaiting:
+            if session.connection_count > 0:
+                self.last_activity = max(self.last_activity, now)  # their document is being sent
+            elif now - since < CONNECT_WAIT and not session.destroyed:
+                still.append((since, session))
+        self.awaiting = still
+        return 0.0 if still else now - self.last_activity
+
+    # ---- building while idle
+
+    async def refill(self, tornado_app: Any) -> None:
+        """Build one missing spare session (the first pooled app lacking one), if idle.
+        Returns quickly; the caller re-schedules while something is missing."""
+        if self.building:
+            return
+        for path, ctx in tornado_app._applications.items():
+            queue = self.spare.get(path)
+            if not self.pooled.get(path) or queue is None or len(queue) >= self.size:
+                continue
+            self.building = True
+            started = time.monotonic()
+            try:
+                session = await build_spare(ctx, tornado_app)
+                queue.append(session)
+                if len(queue) == self.size:
+                    log.warning("%s: %d ready sessions", path, self.size)
+            except Exception:  # noqa: BLE001 - a broken app shows its error to visitors, not here
+                log.exception("building a spare session for %s failed; pool for it disabled", path)
+                self.pooled[path] = False
+            finally:
+                self.building = False
+                self.build_seconds = time.monotonic() - started
+            return
+
+    def missing(self) -> bool:
+        return any(self.pooled.get(p) and len(q) < self.size for p, q in self.spare.items())
+
+
+async def build_spare(ctx: Any, tornado_app: Any) -> Any:
+    """A session built without a visitor: no cookies, headers or arguments."""
+    from bokeh.util.token import generate_jwt_token, generate_session_id
+    from tornado.httputil import HTTPHeaders, HTTPServerRequest
+
+    session_id = generate_session_id(secret_key=tornado_app.secret_key, signed=tornado_app.sign_sessions)
+    token = generate_jwt_token(session_id, secret_key=tornado_app.secret_key, signed=tornado_app.sign_sessions,
+                               expiration=tornado_app.session_token_expiration,
+                               extra_payload={"headers": {}, "cookies": {}, "arguments": {}})
+    request = HTTPServerRequest(method="GET", uri=ctx.url or "/", headers=HTTPHeaders())
+    session = await ctx.create_session_if_needed(session_id, request, token)
+    session.block_expiration()  # a spare is not an 'unused' session: keep it until a visitor takes it
+    return session
+
+
+def hand_over(session: Any, ctx: Any, handler: Any) -> str:
+    """Give a spare session to the visitor behind `handler` (a Panel DocHandler): a fresh
+    token for its id carrying the visitor's own headers and cookies, and the session's
+    request context switched to them (for callbacks that look at them later)."""
+    from bokeh.server.contexts import _RequestProxy
+    from bokeh.server.session import current_time
+    from bokeh.util.token import generate_jwt_token
+
+    app = handler.application
+    payload = handler._generate_token_payload()
+    token = generate_jwt_token(session.id, secret_key=app.secret_key, signed=app.sign_sessions,
+                               expiration=app.session_token_expiration, extra_payload=payload)
+    session._token = token
+    session_context = ctx._session_contexts.get(session.id)
+    if session_context is not None:
+        session_context._token = token
+        session_context._request = _RequestProxy(handler.request, arguments=payload.get("arguments"),
+                                                 cookies=payload.get("cookies"), headers=payload.get("headers"))
+    # The browser connects its websocket in a second or so; until then the session must
+    # not look long-unused to bokeh's cleanup (which counts from the last unsubscribe).
+    session._last_unsubscribe_time = current_time()
+    session.unblock_expiration()
+    return token
+
+
+def install(size: int, app_files: dict[str, str]) -> SessionPool:
+    """Hook the pool into Panel's page handler and Bokeh's server start (this process only)."""
+    from bokeh.server.tornado import BokehTornado
+    from panel.io import server as pn_server
+    from tornado.ioloop import IOLoop
+
+    pool = SessionPool(size)
+    original_get_session = pn_server.DocHandler.get_session
+    original_start = BokehTornado.start
+
+    def schedule(tornado_app: Any, delay: float = IDLE_SECONDS) -> None:
+        IOLoop.current().call_later(delay, lambda: IOLoop.current().add_callback(tick, tornado_app))
+
+    async def tick(tornado_app: Any) -> None:
+        idle_for = pool.quiet_for()
+        if idle_for < IDLE_SECONDS:
+            return schedule(tornado_app, IDLE_SECONDS - idle_for + 0.05)
+        await pool.refill(tornado_app)
+        if pool.missing():
+            # At most half the loop's time goes to building: documents still being
+            # written to a crowd's websockets go out between two builds.
+            schedule(tornado_app, max(0.05, pool.build_seconds))
+
+    def start(self: Any) -> None:
+        original_start(self)
+        for path in self._applications:
+            pool.enable(path, app_files.get(path))
+        schedule(self, 0.5)
+
+    async def get_session(self: Any) -> Any:
+        ctx = self.application_context
+        session = pool.take(ctx.url) if pool.pooled.get(ctx.url) else None
+        if session is None:
+            session = await original_get_session(self)
+        else:
+            hand_over(session, ctx, self)
+        schedule(self.application)
+        return session
+
+    BokehTornado.start = start  # type: ignore[method-assign]
+    pn_server.DocHandler.get_session = get_session  # type: ignore[method-assign]
+    return pool

@@ -1,0 +1,161 @@
+"""Ready sessions (lunarhub/dashboards/session_pool.py) in a real Panel server started the
+way a dashboard server starts it (`python -m lunarhub.dashboards.serve`), visited with the
+wire-level reviewer (lunarhub/dashboards/probe.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from bokeh.util.token import get_session_id, get_token_payload
+
+from lunarhub.dashboards.probe import TOKEN_RE, visit
+from lunarhub.dashboards.session_pool import depends_on_visitor
+
+APP = """
+import time
+import numpy as np
+import holoviews as hv
+import panel as pn
+
+hv.extension("bokeh")
+# getattr: record the session id without looking like an app that reads its visitor
+session_id = getattr(pn.state.curdoc, "session_" + "context").id
+{extra}
+with open({log!r}, "a") as f:
+    f.write(f"{{session_id}} {{time.time()}}\\n")
+slider = pn.widgets.IntSlider(name="n", start=1, end=10, value=3)
+pn.Column(slider, pn.bind(lambda n: hv.Curve(np.arange(n) ** 2), slider)).servable()
+"""
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _built(log: Path) -> list[str]:
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _wait_for(cond, seconds: float, what: str):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {seconds:g} s waiting for {what}")
+
+
+@pytest.fixture
+def serve(tmp_path):
+    procs = []
+
+    def start(pool: int, extra: str = "", name: str = "v1") -> tuple[str, Path, Path]:
+        log = tmp_path / f"{name}.sessions"
+        app = tmp_path / f"{name}.py"
+        app.write_text(APP.format(extra=extra, log=str(log)))
+        port = _port()
+        out = tmp_path / f"{name}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lunarhub.dashboards.serve", str(pool), str(app), f"--port={port}",
+             "--address=127.0.0.1", "--allow-websocket-origin=*"],
+            stdout=out.open("w"), stderr=subprocess.STDOUT)
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}/{name}"
+
+        def up() -> bool:
+            assert proc.poll() is None, f"panel server exited: {out.read_text()[-2000:]}"
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        _wait_for(up, 60, "the Panel server to listen")
+        return url, log, out
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(10)
+
+
+def test_sessions_are_built_before_visitors_come_and_handed_out(serve):
+    url, log, _ = serve(3)
+    _wait_for(lambda: len(_built(log)) >= 3, 90, "3 ready sessions built with nobody visiting")
+    time.sleep(1.5)
+    assert len(_built(log)) == 3, "the pool builds exactly its size, then stops"
+    ready = set(_built(log))
+
+    async def one():
+        return await visit(url, cookies="reviewer=anna", fetch_assets=False, timeout=60)
+
+    v = asyncio.run(one())
+    assert v.has_plot, "the handed-out session's document holds the plot"
+    # The page's token names one of the sessions built ahead, and carries this visitor's cookie.
+    from tornado.httpclient import HTTPClient
+
+    html = HTTPClient().fetch(url, headers={"Cookie": "reviewer=boris"}).body.decode()
+    token = TOKEN_RE.search(html).group(1)
+    assert get_session_id(token) in ready
+    assert get_token_payload(token)["cookies"] == {"reviewer": "boris"}
+    # Two handed out: the pool builds replacements once the server is quiet again.
+    _wait_for(lambda: len(_built(log)) >= 5, 60, "the pool to refill after two visits")
+
+
+def test_a_crowd_gets_ready_sessions_without_building(serve):
+    url, log, _ = serve(8)
+    _wait_for(lambda: len(_built(log)) >= 8, 120, "8 ready sessions")
+    before = set(_built(log))
+
+    async def crowd():
+        return await asyncio.gather(*(visit(url, fetch_assets=False, timeout=60) for _ in range(8)))
+
+    visits = asyncio.run(crowd())
+    assert all(v.has_plot for v in visits)
+    new = [s for s in _built(log) if s not in before]
+    # Refilling may have started after the crowd; it never built a session per visitor during it.
+    assert len(new) < 8, f"{len(new)} sessions were built for 8 visitors despite 8 ready ones"
+
+
+def test_an_app_that_reads_the_visitor_is_built_per_visit(serve):
+    url, log, out = serve(3, extra="who = pn.state.cookies.get('reviewer')")
+    time.sleep(4)  # time enough to build several sessions if it were pooled
+    assert _built(log) == [], "an app reading cookies must not be built ahead"
+
+    async def one():
+        return await visit(url, cookies="reviewer=anna", fetch_assets=False, timeout=60)
+
+    assert asyncio.run(one()).has_plot
+    assert len(_built(log)) == 1
+
+
+def test_pool_size_zero_is_plain_panel_serve(serve):
+    url, log, _ = serve(0)
+    time.sleep(3)
+    assert _built(log) == []
+
+    async def one():
+        return await visit(url, fetch_assets=False, timeout=60)
+
+    assert asyncio.run(one()).has_plot
+    assert len(_built(log)) == 1
+
+
+@pytest.mark.parametrize("source,reads", [
+    ("pn.state.user", True),
+    ("x = pn.state.cookies['k']", True),
+    ("pn.state.headers.get('Accept-Language')", True),
+    ("args = pn.state.session_args", True),
+    ("pn.state.location.search", True),
+    ("pn.state.curdoc.session_context.request", True),
+    ("dem = pn.state.as_cached('dem', load)\npn.Column(x).servable()", False),
+    ("user_count = 3  # a variable called user is fine", False),
+])
+def test_which_code_reads_the_visitor(source, reads):
+    assert depends_on_visitor(source) is reads
