@@ -25,11 +25,20 @@ from .config import Deployment
 
 PLACEHOLDER = "CHANGE-ME-openssl-rand-hex-32"
 
-# Options + limits, executed by dask-gateway-server with `c` in scope. Mirrors
-# lunarhub.gateway (user's max over their groups; scheduler not counted).
+# Options + limits + the per-user cluster cap, executed by dask-gateway-server with `c` in scope,
+# after the line that sets c.DaskGateway.backend_class (the daskhub chart's gateway config runs
+# gateway.extraConfig last). Mirrors lunarhub.gateway (user's max over their groups; scheduler
+# not counted) and lunarhub.gateway_server (max_clusters checked when a cluster is created).
 LIMITS_SNIPPET = '''\
 # --- lunarhub: per-group dask limits (rendered from the deployment file) ---
+from time import monotonic as _monotonic
+
+from dask_gateway_server.backends.base import PublicException as _PublicException
+from dask_gateway_server.models import ClusterStatus as _ClusterStatus
 from dask_gateway_server.options import Float as _Float, Integer as _Integer, Options as _Options
+from traitlets.utils.importstring import import_item as _import_item
+
+_ACTIVE = [_ClusterStatus.PENDING, _ClusterStatus.RUNNING]
 
 GROUP_LIMITS = {group_limits}
 SCHEDULER_CORES = {scheduler_cores}
@@ -81,6 +90,47 @@ def _cluster_options(user):
     )
 
 
+# Per-user cluster cap (groups.<g>.dask.max_clusters): no dask-gateway backend has one, so the
+# configured backend is subclassed and refuses start_cluster for a user at their cap, as
+# lunarhub.gateway_server does on one machine. Clusters this gateway created that its backend
+# does not list yet (Kubernetes: the informer has not seen the DaskCluster object) count too.
+_BaseBackend = _import_item({backend_class!r})
+
+
+class LunarhubClusterCap(_BaseBackend):
+    """{backend_name} + lunarhub's per-user cluster cap (rendered by `lunarhub render`)."""
+
+    _lunarhub_recent = None  # user name -> {{cluster name: monotonic time created}}
+
+    async def _lunarhub_active(self, username):
+        active = await self.list_clusters(username=username, statuses=_ACTIVE)
+        names = {{cl.name for cl in active}}
+        recent = (self._lunarhub_recent or {{}}).get(username, {{}})
+        for name, created in list(recent.items()):
+            if name in names or _monotonic() - created > 120 or await self.get_cluster(name) is not None:
+                del recent[name]  # listed (or known to have ended): list_clusters decides from now on
+            else:
+                names.add(name)
+        return len(names)
+
+    async def start_cluster(self, user, cluster_options):
+        lim = _user_limits(user.groups)
+        if lim is not None:  # no dask group at all: the options handler refuses with its own message
+            cap, where = lim["max_clusters"]
+            n = await self._lunarhub_active(user.name)
+            if n >= cap:
+                why = ("you already have %d active dask cluster(s); the limit is %d (%s). Shut one down "
+                       "first (cluster.shutdown() or Gateway().stop_cluster(name))." % (n, cap, where))
+                self.log.info("Refused a cluster for %s: %s", user.name, why)
+                raise _PublicException(why)
+        name = await super().start_cluster(user, cluster_options)
+        if self._lunarhub_recent is None:
+            self._lunarhub_recent = {{}}
+        self._lunarhub_recent.setdefault(user.name, {{}})[name] = _monotonic()
+        return name
+
+
+c.DaskGateway.backend_class = LunarhubClusterCap
 c.Backend.cluster_options = _cluster_options
 c.ClusterConfig.idle_timeout = {idle_timeout}
 c.ClusterConfig.scheduler_cores = SCHEDULER_CORES
@@ -88,9 +138,14 @@ c.ClusterConfig.scheduler_memory = int(SCHEDULER_MEMORY_GB * 2**30)
 '''
 
 
-def limits_snippet(d: Deployment, environment: dict[str, str] | None = None) -> str:
+KUBE_BACKEND = "dask_gateway_server.backends.kubernetes.KubeBackend"
+
+
+def limits_snippet(d: Deployment, backend_class: str, environment: dict[str, str] | None = None) -> str:
+    """The limits snippet for a gateway whose backend is `backend_class` (import path)."""
     limits = {g: grp.dask.model_dump() for g, grp in sorted(d.groups.items()) if grp.dask}
     return LIMITS_SNIPPET.format(
+        backend_class=backend_class, backend_name=backend_class.rsplit(".", 1)[-1],
         group_limits=json.dumps(limits, indent=4, sort_keys=True),
         scheduler_cores=gateway.SCHEDULER_CORES,
         scheduler_memory_gb=gateway.SCHEDULER_MEMORY_GB,
@@ -186,7 +241,7 @@ def kubernetes_values(d: Deployment, release: str = "lunarhub", namespace: str =
                                   "memory": {"request": _memory(gateway.SCHEDULER_MEMORY_GB),
                                              "limit": _memory(gateway.SCHEDULER_MEMORY_GB)}},
                 },
-                "extraConfig": {"lunarhub-limits": limits_snippet(d)},
+                "extraConfig": {"lunarhub-limits": limits_snippet(d, KUBE_BACKEND)},
             },
         },
     }
@@ -243,9 +298,10 @@ def hpc_config(d: Deployment, scheduler: str, site: str | None = None, venv: str
     env = {"LUNARHUB_SITE": site}
     if s is not None and s.data_dir:
         env["LUNARHUB_DATA_DIR"] = f"/data/lunarhub/{site}"
+    backend_class = f"dask_gateway_server.backends.jobqueue.{scheduler}.{backend}"
     body = HPC_TEMPLATE.format(
         scheduler=scheduler, site=site, source=d.config_file or "the deployment",
-        backend_class=f"dask_gateway_server.backends.jobqueue.{scheduler}.{backend}",
+        backend_class=backend_class,
         hub_api=f"{d.public_url}/hub/api",
         token=_secret(d, "dask-gateway-api-token", with_secrets),
         backend=backend, cluster_config=cluster_config,
@@ -254,7 +310,7 @@ def hpc_config(d: Deployment, scheduler: str, site: str | None = None, venv: str
         proxy_port=d.services.dask_gateway.scheduler_proxy_port,
         prefix=gateway.PREFIX, venv=venv, queue_lines=queue_lines,
     )
-    return body + "\n" + limits_snippet(d, env)
+    return body + "\n" + limits_snippet(d, backend_class, env)
 
 
 # ---------------------------------------------------------------- CLI

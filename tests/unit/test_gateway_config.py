@@ -259,8 +259,10 @@ def test_kubernetes_gateway_limits_load_into_kube_backend(dep: config.Deployment
     from dask_gateway_server.models import User
 
     snippet = render.kubernetes_values(dep)["dask-gateway"]["gateway"]["extraConfig"]["lunarhub-limits"]
-    c = _exec_snippet(snippet)
-    backend = KubeBackend(config=c)
+    # What the daskhub chart's gateway config sets before it runs gateway.extraConfig.
+    c = _exec_snippet(f'c.DaskGateway.backend_class = "{render.KUBE_BACKEND}"\n' + snippet)
+    assert issubclass(c.DaskGateway.backend_class, KubeBackend)
+    backend = c.DaskGateway.backend_class(config=c)
     assert KubeClusterConfig(config=c).idle_timeout == 900
     ru = User("ru-scientist", groups=["ru-science"])
     opts = backend.cluster_options(ru)
@@ -273,6 +275,69 @@ def test_kubernetes_gateway_limits_load_into_kube_backend(dep: config.Deployment
     ropts = backend.cluster_options(reviewer)
     with pytest.raises(ValueError, match="not enabled"):
         ropts.get_configuration(ropts.parse_options({}), reviewer)
+
+
+def test_kubernetes_values_cap_clusters_per_user(dep: config.Deployment) -> None:
+    """groups.<g>.dask.max_clusters on Kubernetes: the rendered backend (a KubeBackend subclass)
+    refuses the (cap+1)-th cluster of a user, counting clusters it created that the informer
+    has not reported yet, and allows a new one once one has stopped."""
+    _need("kubernetes_asyncio", "dask-gateway-server[kubernetes]")
+    import asyncio
+    from collections import defaultdict
+
+    from dask_gateway_server.backends.base import PublicException
+    from dask_gateway_server.models import ClusterStatus, User
+
+    snippet = render.kubernetes_values(dep)["dask-gateway"]["gateway"]["extraConfig"]["lunarhub-limits"]
+    c = _exec_snippet(f'c.DaskGateway.backend_class = "{render.KUBE_BACKEND}"\n' + snippet)
+    c.KubeBackend.gateway_instance = "lunarhub-dask-gateway"
+    c.KubeBackend.api_url = "http://api-lunarhub-dask-gateway.lunarhub:8000/api"
+    backend = c.DaskGateway.backend_class(config=c)
+    created: list[dict] = []
+
+    class FakeCustomObjects:  # the Kubernetes API: KubeBackend.start_cluster creates a DaskCluster
+        async def create_namespaced_custom_object(self, group, version, namespace, plural, obj):
+            created.append(obj)
+            return obj
+
+    # The informer's view (what setup() would fill from the API server): nothing seen yet.
+    backend.custom_client = FakeCustomObjects()
+    backend.clusters, backend.username_to_clusters = {}, defaultdict(dict)
+
+    def informer_sees(name: str, username: str, status: ClusterStatus) -> None:
+        cl = SimpleNamespace(name=name, username=username, status=status)
+        backend.clusters[name] = backend.username_to_clusters[username][name] = cl
+
+    ru, student = User("ru-scientist", groups=["ru-science"]), User("student", groups=["students"])
+    reviewer = User("reviewer", groups=["reviewers"])
+
+    async def scenario() -> None:
+        cap = gateway.user_limits(dep, "ru-scientist").max_clusters
+        assert cap == 2
+        names = [await backend.start_cluster(ru, {}) for _ in range(cap)]
+        assert len(created) == cap and len(set(names)) == cap
+        # Created but not yet reported by the informer: still counted.
+        with pytest.raises(PublicException, match=r"already have 2 active dask cluster\(s\); the limit is 2 "
+                                                  r"\(groups\.ru-science\.dask\.max_clusters\)"):
+            await backend.start_cluster(ru, {})
+        informer_sees(names[0], "ru-scientist", ClusterStatus.RUNNING)
+        informer_sees(names[1], "ru-scientist", ClusterStatus.PENDING)
+        with pytest.raises(PublicException, match="max_clusters"):
+            await backend.start_cluster(ru, {})
+        assert len(created) == cap  # nothing was created for the refused requests
+        # Another user's count is their own (students: 1).
+        await backend.start_cluster(student, {})
+        with pytest.raises(PublicException, match=r"limit is 1 \(groups\.students\.dask\.max_clusters\)"):
+            await backend.start_cluster(student, {})
+        # One of ru-scientist's clusters stops: room for one more.
+        informer_sees(names[0], "ru-scientist", ClusterStatus.STOPPED)
+        await backend.start_cluster(ru, {})
+        assert len(created) == cap + 2
+        # No dask group: refused by the options handler, with its own message.
+        with pytest.raises(PublicException, match="not enabled"):
+            await backend.start_cluster(reviewer, {})
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("scheduler", ["slurm", "pbs"])
@@ -288,7 +353,8 @@ def test_hpc_config_loads_into_jobqueue_backends(dep: config.Deployment, schedul
     text = render.hpc_config(dep, scheduler, queue="lunar", account="lunar-proj")
     monkeypatch.setenv("DASK_GATEWAY_ENCRYPT_KEYS", "x")
     c = _exec_snippet(text)
-    assert c.DaskGateway.backend_class.endswith(backend_cls.__name__)
+    # The configured backend, subclassed for the per-user cluster cap.
+    assert issubclass(c.DaskGateway.backend_class, backend_cls)
     for section in (backend_cls.__name__, cc_cls.__name__):
         unknown = set(c[section]) - set(
             (backend_cls if section == backend_cls.__name__ else cc_cls).class_trait_names(config=True))
