@@ -9,13 +9,15 @@ GeoTIFF in lunar equirectangular metres (IAU_2015:30110) so gdaldem can read it.
 in this one run:
   (a) gdaldem slope, hillshade, roughness (single-threaded, Debian gdal-bin), one after another;
   (b) lunarhub.terrain.terrain_pipeline on numpy, this process, one core: read, compute, write 3 GeoTIFFs;
-  (c) terrain_pipeline on a 2-worker dask cluster (1 thread each), written to an uncompressed
-      Zarr store chunk by chunk (no gather), sampling every worker's RSS meanwhile, in one or
-      both of two ways (--mode):
-        windows: one independent task per chunk: read the chunk plus its 1-pixel halo from the
-                 GeoTIFF, run terrain_pipeline on it, write the chunk's three outputs to Zarr;
-        overlap: the library's lazy route: rioxarray.open_rasterio(chunks=, lock=False) ->
-                 terrain_pipeline (one dask overlap + one fused task per chunk) -> to_zarr.
+  (c) terrain_pipeline on a 2-worker dask cluster (1 thread each), sampling every worker's RSS
+      meanwhile, in one or both of two ways (--mode):
+        windows: lunarhub.terrain.terrain_to_geotiff(client=...): one independent task per chunk
+                 reads the chunk plus its 1-pixel halo from the GeoTIFF and runs the fused kernel;
+                 this process writes the three products into uncompressed tiled GeoTIFFs as the
+                 tasks finish (at most 2 x worker threads chunks in flight);
+        overlap: the lazy route: rioxarray.open_rasterio(chunks=, lock=False) -> terrain_pipeline
+                 (one dask overlap + one fused task per chunk) -> to_zarr, an uncompressed Zarr
+                 store written chunk by chunk by the workers (no gather).
 --scheduler local: a LocalCluster of 2 single-threaded worker processes.
 --scheduler gateway: a real lunarhub stack with dask-gateway (started here, as root, on free
   ports, like tests/integration/test_gateway.py; or an existing one with --gateway-url/--token),
@@ -214,61 +216,27 @@ def _open_writable(path: Path) -> None:
             os.chmod(os.path.join(root, f), 0o666)
 
 
-def _window_task(path: str, store: str, r0: int, r1: int, c0: int, c1: int, depth: int) -> int:
-    """Read one chunk plus its halo, run the fused pipeline on it, write its three outputs."""
-    import numpy as np
-    import rasterio
-    import rioxarray  # noqa: F401
-    import xarray as xr
-    import zarr
-    from rasterio.windows import Window
-
-    from lunarhub import terrain
-
-    with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(path) as src:
-        ny, nx = src.shape
-        lo_r, hi_r, lo_c, hi_c = max(0, r0 - depth), min(ny, r1 + depth), max(0, c0 - depth), min(nx, c1 + depth)
-        z = src.read(1, window=Window(lo_c, lo_r, hi_c - lo_c, hi_r - lo_r))
-        t = src.transform
-        crs = src.crs
-    # Outside the DEM: NaN, as edges="nan" (and gdaldem without -compute_edges) does.
-    z = np.pad(z, ((lo_r - (r0 - depth), (r1 + depth) - hi_r), (lo_c - (c0 - depth), (c1 + depth) - hi_c)),
-               constant_values=np.nan)
-    rows, cols = np.arange(r0 - depth, r1 + depth), np.arange(c0 - depth, c1 + depth)
-    # The CRS as the "spatial_ref" coordinate rioxarray reads (cheaper than .rio.write_crs per chunk).
-    dem = xr.DataArray(z, dims=("y", "x"), coords={
-        "y": t.f + t.e * (rows + 0.5), "x": t.c + t.a * (cols + 0.5),
-        "spatial_ref": ((), 0, {"crs_wkt": crs.to_wkt()})})
-    ds = terrain.terrain_pipeline(dem)
-    for name in ds.data_vars:
-        zarr.open_array(f"{store}/{name}", mode="r+")[r0:r1, c0:c1] = ds[name].values[depth:-depth, depth:-depth]
-    return int(z.size)
-
-
 def run_cluster(client, path: Path, out: Path, chunk: int, mode: str) -> dict:
-    store = out / f"cluster_{mode}.zarr"
-    shutil.rmtree(store, ignore_errors=True)
     client.run(__import__("gc").collect)
     baseline = RssSampler(client).sample()
     sampler = RssSampler(client)
     sampler.start()
     t0 = time.perf_counter()
-    dem = rioxarray.open_rasterio(path, chunks={"y": chunk, "x": chunk}, lock=False).squeeze("band", drop=True)
-    ds = terrain.terrain_pipeline(dem)
-    encoding = {v: {"compressors": None, "chunks": (chunk, chunk)} for v in ds.data_vars}
     if mode == "overlap":
+        store = out / "cluster_overlap.zarr"
+        shutil.rmtree(store, ignore_errors=True)
+        dem = rioxarray.open_rasterio(path, chunks={"y": chunk, "x": chunk}, lock=False).squeeze("band", drop=True)
+        ds = terrain.terrain_pipeline(dem)
+        encoding = {v: {"compressors": None, "chunks": (chunk, chunk)} for v in ds.data_vars}
         delayed = ds.to_zarr(store, mode="w", encoding=encoding, consolidated=False, compute=False)
         _open_writable(store)
         dask.compute(delayed)
     else:
-        # Metadata and coordinates only; the chunks are written by the tasks below.
-        ds.to_zarr(store, mode="w", encoding=encoding, consolidated=False, compute=False)
-        _open_writable(store)
-        ny, nx = dem.shape
-        futures = [client.submit(_window_task, str(path), str(store), r0, min(ny, r0 + chunk), c0,
-                                 min(nx, c0 + chunk), 1, pure=False)
-                   for r0 in range(0, ny, chunk) for c0 in range(0, nx, chunk)]
-        assert sum(client.gather(futures)) >= ny * nx
+        # The library's memory-flat route: one independent task per chunk reads its window + halo
+        # from the GeoTIFF and returns its products; this process writes them (uncompressed, like
+        # gdaldem's output) as they arrive.
+        terrain.terrain_to_geotiff(path, out / "cluster_windows", products=PRODUCTS, tile=chunk, client=client,
+                                   compress=None)
     seconds = time.perf_counter() - t0
     sampler.stop.set()
     sampler.join()
@@ -276,7 +244,7 @@ def run_cluster(client, path: Path, out: Path, chunk: int, mode: str) -> dict:
                 baseline_rss={w: int(v) for w, v in baseline.items()})
 
 
-def check_outputs(out: Path, modes: list[str]) -> dict:
+def check_outputs(out: Path, stem: str, modes: list[str]) -> dict:
     """The cluster's outputs equal the in-process numpy run and agree with gdaldem (interior, sampled)."""
     res = {}
     with rasterio.open(out / "gd_slope.tif") as f:
@@ -284,9 +252,13 @@ def check_outputs(out: Path, modes: list[str]) -> dict:
         win = rasterio.windows.Window(w // 3, h // 3, 512, 512)
         gd = f.read(1, window=win).astype(np.float64)
     for mode in modes:
-        z = xr.open_zarr(out / f"cluster_{mode}.zarr", consolidated=False)
-        # Read here, not on the cluster (the cluster client is the default scheduler).
-        mine = z.slope[h // 3:h // 3 + 512, w // 3:w // 3 + 512].compute(scheduler="sync").values
+        if mode == "windows":
+            with rasterio.open(out / "cluster_windows" / f"{stem}_slope.tif") as f:
+                mine = f.read(1, window=win)
+        else:
+            z = xr.open_zarr(out / f"cluster_{mode}.zarr", consolidated=False)
+            # Read here, not on the cluster (the cluster client is the default scheduler).
+            mine = z.slope[h // 3:h // 3 + 512, w // 3:w // 3 + 512].compute(scheduler="sync").values
         res[mode] = float(np.nanmax(np.abs(mine - gd)))
     return res
 
@@ -392,10 +364,11 @@ def render(results: list[dict], meta: dict) -> str:
              "three commands one after another (1 thread, GeoTIFF out, hillshade as Byte). lunarhub runs "
              "`terrain.terrain_pipeline` (one fused numba pass per block, Horn gradient once per pixel): "
              "'1 core' in this process on the whole DEM in memory (GeoTIFFs out); on the cluster "
-             "writing an uncompressed float32 Zarr store chunk by chunk (no gather), "
-             "`windows` = one independent task per chunk that reads its chunk + 1-pixel halo and writes its "
-             "outputs, `overlap` = the lazy library route (`open_rasterio(chunks=, lock=False)` -> "
-             "`terrain_pipeline` -> `to_zarr`). Times are wall-clock seconds including I/O; each contender "
+             "`windows` = `terrain.terrain_to_geotiff(client=...)`, one independent task per chunk that reads "
+             "its chunk + 1-pixel halo and returns its products, written by the benchmark process into "
+             "uncompressed tiled float32 GeoTIFFs as they arrive; `overlap` = the lazy route "
+             "(`open_rasterio(chunks=, lock=False)` -> `terrain_pipeline` -> `to_zarr`, an uncompressed float32 "
+             "Zarr store written chunk by chunk by the workers, no gather). Times are wall-clock seconds including I/O; each contender "
              "starts with the DEM in the page cache.",
              "",
              f"Cluster start: {meta['t_start']:.2f} s; scale to 2 workers (until both connected): "
@@ -525,12 +498,12 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{px:.3g} px  {m:8s} {c['seconds']:.2f} s  = {r['gdaldem']['seconds'] / c['seconds']:.2f}x "
                       f"gdaldem; peak RSS/worker MiB {[mib(v) for v in c['peak_rss'].values()]}", flush=True)
             r["load_after"] = os.getloadavg()[0]
-            r["check"] = check_outputs(out, modes)
+            r["check"] = check_outputs(out, path.stem, modes)
             results.append(r)
             for f in out.glob("*.tif"):
                 f.unlink()
-            for m in modes:
-                shutil.rmtree(out / f"cluster_{m}.zarr", ignore_errors=True)
+            shutil.rmtree(out / "cluster_windows", ignore_errors=True)
+            shutil.rmtree(out / "cluster_overlap.zarr", ignore_errors=True)
     finally:
         cleanup()
 

@@ -21,15 +21,21 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Literal
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import dask.array as da
 import numpy as np
 import pyproj
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 MOON_RADIUS_M = 1_737_400.0
 
@@ -429,25 +435,37 @@ def _engine_fn(engine: Engine) -> Callable:
     return _fused_numpy if engine == "numpy" or not HAVE_NUMBA else _fused_numba
 
 
-def _fused(dem: xr.DataArray, products: Sequence[str], *, azimuth: float = 315.0, altitude: float = 45.0,
-           hs_unit: bool = False, roughness_window: int = 3, edges: Edges = "nan",
-           engine: Engine = "auto") -> tuple[xr.DataArray, Grid, np.ndarray | da.Array]:
-    """``(dem, grid, stack)``: ``stack[k]`` is ``products[k]`` over the whole DEM, one pass."""
+def _check_products(products: Sequence[str]) -> tuple[str, ...]:
+    products = tuple(products)
     unknown = [name for name in products if name not in PRODUCTS]
     if unknown or not products or len(set(products)) != len(products):
-        raise ValueError(f"products must be distinct names out of {PRODUCTS}, got {tuple(products)}")
+        why = (f"unknown product(s) {', '.join(map(repr, unknown))}" if unknown
+               else "no products" if not products else "a product is repeated")
+        raise ValueError(f"products must be distinct names out of {PRODUCTS}, got {products}: {why}")
+    return products
+
+
+def _check_window(roughness_window: int) -> None:
     if not isinstance(roughness_window, int | np.integer) or roughness_window < 3 or roughness_window % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 3, got {roughness_window!r}")
-    kernel = _engine_fn(engine)
-    dem = _check_dem(dem)
-    grid = grid_of(dem)
+
+
+def _halo(products: Sequence[str], roughness_window: int) -> int:
+    return max(1, roughness_window // 2) if "roughness" in products else 1
+
+
+def _fused_block_fn(products: tuple[str, ...], grid: Grid, dtype: np.dtype, *, azimuth: float, altitude: float,
+                    hs_unit: bool, roughness_window: int, kernel: Callable) -> Callable:
+    """``block_fn(padded_block, first_row, out=None)``: every product of a block padded by the halo.
+
+    ``first_row`` is the block's first interior row in the whole DEM (it sets each row's latitude);
+    the result is ``(len(products), rows, cols)`` of the interior, written into ``out`` if given."""
     r = roughness_window // 2
-    depth = max(1, r) if "roughness" in products else 1
+    depth = _halo(products, roughness_window)
     index = {name: (products.index(name) if name in products else -1) for name in PRODUCTS}
     az, alt = math.radians(azimuth), math.radians(altitude)
     sun_e, sun_n, sun_up = math.cos(alt) * math.sin(az), math.cos(alt) * math.cos(az), math.sin(alt)
     ystep = float(grid.y_step_m())
-    dtype = _work_dtype(dem)
 
     def block_fn(block: np.ndarray, row0: int, out: np.ndarray | None = None) -> np.ndarray:
         ny, nx = block.shape[0] - 2 * depth, block.shape[1] - 2 * depth
@@ -462,6 +480,21 @@ def _fused(dem: xr.DataArray, products: Sequence[str], *, azimuth: float = 315.0
             out[...] = target
         return target
 
+    return block_fn
+
+
+def _fused(dem: xr.DataArray, products: Sequence[str], *, azimuth: float = 315.0, altitude: float = 45.0,
+           hs_unit: bool = False, roughness_window: int = 3, edges: Edges = "nan",
+           engine: Engine = "auto") -> tuple[xr.DataArray, Grid, np.ndarray | da.Array]:
+    """``(dem, grid, stack)``: ``stack[k]`` is ``products[k]`` over the whole DEM, one pass."""
+    products = _check_products(products)
+    _check_window(roughness_window)
+    kernel = _engine_fn(engine)
+    dem = _check_dem(dem)
+    grid = grid_of(dem)
+    depth = _halo(products, roughness_window)
+    block_fn = _fused_block_fn(products, grid, _work_dtype(dem), azimuth=azimuth, altitude=altitude,
+                               hs_unit=hs_unit, roughness_window=roughness_window, kernel=kernel)
     what = "+".join(products) + (f"(window={roughness_window})" if "roughness" in products else "")
     strip_rows = None if kernel is _fused_numpy else max(_NUMPY_STRIP_ROWS, _COMPILED_STRIP_PIXELS // dem.shape[1])
     stack = _apply(dem, grid, depth, block_fn, what, edges, n_out=len(products), strip_rows=strip_rows)
@@ -484,6 +517,13 @@ def _hillshade_attrs(azimuth: float, altitude: float, unit: bool) -> dict:
 def _roughness_attrs(window: int, method: str) -> dict:
     return dict(name="roughness", units="m", long_name=f"terrain roughness ({method})", window=window,
                 method=method)
+
+
+def _product_attrs(azimuth: float, altitude: float, unit: bool, roughness_window: int) -> dict[str, dict]:
+    return {"slope": _slope_attrs(), "hillshade": _hillshade_attrs(azimuth, altitude, unit),
+            "roughness": _roughness_attrs(roughness_window, "range"),
+            "aspect": dict(name="aspect", units="degree", long_name="terrain aspect, clockwise from north",
+                           method="Horn (1981)")}
 
 
 def slope(dem: xr.DataArray, *, edges: Edges = "nan") -> xr.DataArray:
@@ -539,8 +579,9 @@ def terrain_pipeline(dem: xr.DataArray, azimuth: float = 315.0, altitude: float 
     (``method="range"``) and :func:`aspect` return. ``engine``: ``"numba"`` (compiled),
     ``"numpy"`` (whole-block numpy expressions, same results), ``"auto"`` (numba if installed).
 
-    To keep memory per worker flat on a cluster, write the Dataset chunk by chunk
-    (``ds.to_zarr(...)``) rather than computing it into memory.
+    On a cluster, write the Dataset chunk by chunk (``ds.to_zarr(...)``) rather than computing
+    it into memory; for memory that stays flat however large the DEM file is, use
+    :func:`terrain_to_geotiff`.
     """
     if hillshade_scale not in ("byte", "unit"):
         raise ValueError(f"hillshade_scale must be 'byte' or 'unit', got {hillshade_scale!r}")
@@ -548,13 +589,269 @@ def terrain_pipeline(dem: xr.DataArray, azimuth: float = 315.0, altitude: float 
     unit = hillshade_scale == "unit"
     dem, grid, stack = _fused(dem, products, azimuth=azimuth, altitude=altitude, hs_unit=unit,
                               roughness_window=roughness_window, edges=edges, engine=engine)
-    attrs = {"slope": _slope_attrs(), "hillshade": _hillshade_attrs(azimuth, altitude, unit),
-             "roughness": _roughness_attrs(roughness_window, "range"),
-             "aspect": dict(name="aspect", units="degree", long_name="terrain aspect, clockwise from north",
-                            method="Horn (1981)")}
+    attrs = _product_attrs(azimuth, altitude, unit, roughness_window)
     variables = {name: _finish(_as_array(dem, stack[k]), dem, None, **attrs[name])
                  for k, name in enumerate(products)}
     return _with_crs(xr.Dataset(variables), grid.crs)
+
+
+# --- GeoTIFF in, GeoTIFFs out: one independent task per tile ------------------------------------
+
+_GTIFF_BLOCKS = (512, 256, 128, 64, 32, 16)  # GeoTIFF tile edges must be multiples of 16
+
+
+@dataclass(frozen=True)
+class _TileJob:
+    """What a tile task needs (pickled to dask workers): no closures, no open files."""
+
+    src: str
+    band: int
+    grid: Grid
+    dtype: str
+    products: tuple[str, ...]
+    azimuth: float
+    altitude: float
+    hs_unit: bool
+    roughness_window: int
+    edges: str
+    engine: str
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path and not path.startswith("/vsi")
+
+
+def _open_band(src: str, band: int) -> xr.DataArray:
+    """Band ``band`` (1-based) of a raster, lazily, decoded as ``open_rasterio(mask_and_scale=True)``
+    decodes it (nodata -> NaN, scale/offset applied): reading a window reads only that window."""
+    arr = rioxarray.open_rasterio(src, mask_and_scale=True, lock=False, cache=False)
+    if not isinstance(arr, xr.DataArray):
+        raise ValueError(f"{src}: has subdatasets, not one raster; open the one you mean (e.g. 'NETCDF:file:var')")
+    if "band" in arr.dims:
+        n = arr.sizes["band"]
+        if not 1 <= band <= n:
+            raise ValueError(f"{src}: band={band} does not exist; the file has {n} band(s) (1..{n})")
+        arr = arr.isel(band=band - 1, drop=True)
+    _drop_accessor(arr)
+    return arr
+
+
+def _pad_sides(z: np.ndarray, widths: tuple[int, int], axis: int, edges: str) -> np.ndarray:
+    if widths == (0, 0):
+        return z
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = widths
+    if edges == "nan":
+        return np.pad(z, pad, mode="constant", constant_values=np.nan)
+    return np.pad(z, pad, mode=_NUMPY_PAD[edges])
+
+
+def _read_with_halo(dem: xr.DataArray, r0: int, r1: int, c0: int, c1: int, depth: int, edges: str,
+                    wraps_x: bool, dtype: np.dtype) -> np.ndarray:
+    """Rows r0:r1, columns c0:c1 of ``dem`` plus ``depth`` pixels all round, read from the file.
+
+    Outside the DEM the halo follows the same rules as :func:`_apply` (``edges``; columns wrap
+    around on a 360-degree geographic grid), so every tile sees what the in-memory run sees."""
+    ny, nx = dem.shape
+    lo_r, hi_r, lo_c, hi_c = r0 - depth, r1 + depth, c0 - depth, c1 + depth
+    rows = slice(max(lo_r, 0), min(hi_r, ny))
+
+    def read(c_lo: int, c_hi: int) -> np.ndarray:
+        return np.asarray(dem[rows, c_lo:c_hi].values, dtype=dtype)
+
+    z = read(max(lo_c, 0), min(hi_c, nx))
+    if wraps_x:
+        parts = ([read(nx + lo_c, nx)] if lo_c < 0 else []) + [z] + ([read(0, hi_c - nx)] if hi_c > nx else [])
+        z = np.concatenate(parts, axis=1) if len(parts) > 1 else z
+    else:
+        z = _pad_sides(z, (max(0, -lo_c), max(0, hi_c - nx)), 1, edges)
+    return _pad_sides(z, (max(0, -lo_r), max(0, hi_r - ny)), 0, edges)
+
+
+def _terrain_tile(job: _TileJob, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    """One tile task: read rows r0:r1, cols c0:c1 plus the halo, return ``(len(products), rows, cols)``."""
+    if _is_local(job.src) and not os.path.exists(job.src):
+        import socket
+
+        raise FileNotFoundError(f"{job.src}: not found on {socket.gethostname()}; the DEM must be on a "
+                                "filesystem every dask worker can read")
+    dtype = np.dtype(job.dtype)
+    depth = _halo(job.products, job.roughness_window)
+    with _gdal_env():
+        block = _read_with_halo(_open_band(job.src, job.band), r0, r1, c0, c1, depth, job.edges,
+                                job.grid.wraps_x, dtype)
+    fn = _fused_block_fn(job.products, job.grid, dtype, azimuth=job.azimuth, altitude=job.altitude,
+                         hs_unit=job.hs_unit, roughness_window=job.roughness_window,
+                         kernel=_engine_fn(job.engine))  # type: ignore[arg-type]
+    out = np.empty((len(job.products), r1 - r0, c1 - c0), dtype)
+    fn(block, r0, out)
+    return out
+
+
+def _gdal_env():
+    """GDAL's block cache defaults to 5% of RAM per process and keeps tiles nobody rereads;
+    keep it small unless GDAL_CACHEMAX says otherwise."""
+    import rasterio
+
+    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=64)
+
+
+def terrain_to_geotiff(src: str | os.PathLike, dst: str | os.PathLike | Mapping[str, str | os.PathLike],
+                       azimuth: float = 315.0, altitude: float = 45.0, roughness_window: int = 3, *,
+                       products: Sequence[str] = ("slope", "hillshade", "roughness"),
+                       hillshade_scale: Literal["byte", "unit"] = "byte", edges: Edges = "nan",
+                       engine: Engine = "auto", band: int = 1, tile: int = 2048,
+                       client: Client | None = None, compress: str | None = "deflate",
+                       max_in_flight: int | None = None) -> dict[str, Path]:
+    """:func:`terrain_pipeline` from a DEM file to one GeoTIFF per product, tile by tile, in flat memory.
+
+    The DEM (band ``band`` of a GeoTIFF or anything GDAL reads; nodata becomes NaN and a
+    scale/offset is applied, as ``rioxarray.open_rasterio(src, mask_and_scale=True)`` does) is cut
+    into ``tile`` x ``tile`` pixel tiles. Each tile is one independent task: it reads its own
+    window plus the halo (1 pixel, or ``roughness_window // 2``) straight from the file, runs the
+    fused kernel and returns the tile's products; the calling process writes them into the
+    outputs as they arrive. No task depends on another, so a task holds one tile and its halo
+    whatever the DEM's size, and at most ``max_in_flight`` tiles (default: twice the worker
+    threads the cluster has when called, at least 2) exist at once: memory stays flat as the
+    DEM grows. The results are the same, bit for
+    bit, as :func:`terrain_pipeline` on the whole DEM in memory (the halo outside the DEM follows
+    ``edges``; a 360-degree geographic grid wraps around in longitude).
+
+    ``dst``: a directory (created if needed; files ``<src stem>_<product>.tif``) or a mapping
+    ``{product: path}``. ``client``: a ``distributed.Client`` (LocalCluster, dask-gateway) to
+    run the tiles on; its workers must be able to read ``src`` at the same path. ``None``
+    runs them one after another in this process. Outputs are tiled GeoTIFFs (blocks of up to
+    512 that divide ``tile``) with the DEM's CRS and transform, NaN as nodata, compressed
+    with ``compress`` (``None``: uncompressed) and the floating-point predictor; each is
+    written under a temporary name and renamed when complete. Returns ``{product: path}``.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    products = _check_products(products)
+    _check_window(roughness_window)
+    _engine_fn(engine)
+    if hillshade_scale not in ("byte", "unit"):
+        raise ValueError(f"hillshade_scale must be 'byte' or 'unit', got {hillshade_scale!r}")
+    if edges not in ("nan", "nearest", "reflect"):
+        raise ValueError(f"edges must be 'nan', 'nearest' or 'reflect', got {edges!r}")
+    depth = _halo(products, roughness_window)
+    if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 16 or tile % 16:
+        raise ValueError(f"tile must be a multiple of 16 pixels (GeoTIFF blocks are), at least 16, got {tile!r}")
+    if tile < depth:
+        raise ValueError(
+            f"tile={tile} is smaller than the halo of {depth} pixel(s) that roughness_window={roughness_window} "
+            f"needs on each side: every task would read more halo than tile. Use tile >= {depth} "
+            "(the default 2048 suits any window)")
+    if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
+        raise ValueError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+    src = os.fspath(src)
+    if _is_local(src) and not os.path.isfile(src):
+        raise FileNotFoundError(f"DEM file not found: {src}" + (" (a directory)" if os.path.isdir(src) else ""))
+
+    dem = _open_band(src, band)
+    if dem.rio.crs is None:
+        raise ValueError(
+            f"{src} has no CRS, so the metric pixel size is unknown. Set it in the file, e.g. "
+            f"`gdal_edit.py -a_srs IAU_2015:30100 {src}` for a lunar lon/lat grid or IAU_2015:30110 "
+            "for lunar equirectangular metres (or open it with rioxarray and use terrain_pipeline "
+            "after dem.rio.write_crs(...))")
+    grid = grid_of(dem)
+    dtype = _work_dtype(dem)
+    ny, nx = dem.shape
+    with rasterio.open(src) as f:
+        crs, transform = f.crs, f.transform
+
+    if isinstance(dst, Mapping):
+        paths = {str(k): Path(v) for k, v in dst.items()}
+        missing, extra = [p for p in products if p not in paths], [k for k in paths if k not in products]
+        if missing or extra:
+            raise ValueError(f"dst must map exactly the products {products} to paths; "
+                             + "; ".join(([f"missing {missing}"] if missing else [])
+                                         + ([f"not computed: {extra}"] if extra else [])))
+    else:
+        out_dir = Path(dst)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"dst {out_dir} is a file: give a directory or a mapping {{product: path}}")
+        paths = {p: out_dir / f"{Path(src).stem}_{p}.tif" for p in products}
+    if _is_local(src) and any(os.path.abspath(p) == os.path.abspath(src) for p in paths.values()):
+        raise ValueError(f"an output path is the DEM itself ({src}); choose another")
+
+    block = next(b for b in _GTIFF_BLOCKS if tile % b == 0)
+    profile: dict = dict(driver="GTiff", width=nx, height=ny, count=1, dtype=dtype.name, crs=crs,
+                         transform=transform, nodata=np.nan, tiled=True, blockxsize=block, blockysize=block,
+                         BIGTIFF="IF_SAFER")
+    if compress:
+        profile.update(compress=compress, predictor=3, NUM_THREADS="ALL_CPUS")
+    attrs = _product_attrs(azimuth, altitude, hillshade_scale == "unit", roughness_window)
+    job = _TileJob(src=src, band=band, grid=grid, dtype=dtype.str, products=products, azimuth=float(azimuth),
+                   altitude=float(altitude), hs_unit=hillshade_scale == "unit",
+                   roughness_window=int(roughness_window), edges=edges, engine=engine)
+    tiles = [(r0, min(ny, r0 + tile), c0, min(nx, c0 + tile))
+             for r0 in range(0, ny, tile) for c0 in range(0, nx, tile)]
+    partial = {p: path.with_name(path.name + ".partial") for p, path in paths.items()}
+    done = False
+    try:
+        with _gdal_env(), ExitStack() as stack:
+            outs = []
+            for p in products:
+                partial[p].parent.mkdir(parents=True, exist_ok=True)
+                out = stack.enter_context(rasterio.open(partial[p], "w", **profile))
+                out.update_tags(1, **{k: str(v) for k, v in attrs[p].items() if k != "name"})
+                out.set_band_description(1, p)
+                outs.append(out)
+
+            def write(t: tuple[int, int, int, int], result: np.ndarray) -> None:
+                r0, r1, c0, c1 = t
+                for k, out in enumerate(outs):
+                    out.write(result[k], 1, window=Window(c0, r0, c1 - c0, r1 - r0))
+
+            if client is None:
+                for t in tiles:
+                    write(t, _terrain_tile(job, *t))
+            else:
+                _run_tiles(client, job, tiles, write, max_in_flight)
+        for p, path in paths.items():
+            os.replace(partial[p], path)
+        done = True
+    finally:
+        if not done:
+            for tmp in partial.values():
+                tmp.unlink(missing_ok=True)
+    return paths
+
+
+def _run_tiles(client: Client, job: _TileJob, tiles: list[tuple[int, int, int, int]],
+               write: Callable[[tuple[int, int, int, int], np.ndarray], None], max_in_flight: int | None) -> None:
+    """Submit the tiles with at most ``max_in_flight`` unwritten at a time; write each as it arrives."""
+    import uuid
+
+    from distributed import as_completed
+
+    limit = max_in_flight or max(2, 2 * sum(client.nthreads().values()))
+    run = uuid.uuid4().hex[:8]
+    todo = iter(tiles)
+    pending: dict = {}
+
+    def submit(t: tuple[int, int, int, int]):
+        fut = client.submit(_terrain_tile, job, *t, key=f"lunarhub-terrain-tile-{run}-{t[0]}-{t[2]}", pure=False)
+        pending[fut] = t
+        return fut
+
+    queue = as_completed([submit(t) for t in islice(todo, limit)])
+    try:
+        for fut in queue:
+            t = pending.pop(fut)
+            result = fut.result()
+            fut.release()
+            write(t, result)
+            del result
+            nxt = next(todo, None)
+            if nxt is not None:
+                queue.add(submit(nxt))
+    except BaseException:
+        client.cancel(list(pending))
+        raise
 
 
 # --- Roughness -----------------------------------------------------------------------------

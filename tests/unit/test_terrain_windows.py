@@ -1,0 +1,229 @@
+"""lunarhub.terrain.terrain_to_geotiff: the tile-by-tile GeoTIFF route equals the in-memory pipeline."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import rioxarray
+from rasterio.enums import Compression
+from rasterio.transform import from_origin
+
+from lunarhub import terrain
+
+ALL = ("slope", "aspect", "hillshade", "roughness")
+
+
+def rough_surface(ny: int, nx: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.cumsum(np.cumsum(rng.normal(scale=3.0, size=(ny, nx)), 0), 1) + rng.normal(size=(ny, nx))
+
+
+def write_dem(path: Path, z: np.ndarray, *, crs: str | None = "IAU_2015:30110", transform=None,
+              nodata: float | None = None) -> Path:
+    ny, nx = z.shape
+    with rasterio.open(path, "w", driver="GTiff", width=nx, height=ny, count=1, dtype=z.dtype.name, crs=crs,
+                       transform=transform or from_origin(1000.0, 50_000.0, 100.0, 100.0), nodata=nodata) as f:
+        f.write(z, 1)
+    return path
+
+
+def in_memory(path: Path, **kw) -> dict[str, np.ndarray]:
+    dem = rioxarray.open_rasterio(path, mask_and_scale=True).squeeze("band", drop=True).load()
+    ds = terrain.terrain_pipeline(dem, **kw)
+    return {name: ds[name].values for name in ds.data_vars}
+
+
+def read(paths: dict[str, Path]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, p in paths.items():
+        with rasterio.open(p) as f:
+            out[name] = f.read(1)
+    return out
+
+
+@pytest.fixture
+def dem_path(tmp_path: Path) -> Path:
+    # 100 x 130 px: tiles of 32 leave ragged 4- and 2-pixel tiles at the bottom/right edges.
+    z = rough_surface(100, 130).astype(np.float32)
+    z[40:44, 60:63] = -9999.0  # a nodata hole straddling the tile border at column 64
+    z[10:20, 90:100] = 123.0    # a flat patch: aspect NaN there
+    return write_dem(tmp_path / "dem.tif", z, nodata=-9999.0)
+
+
+# --- equal to the in-memory pipeline, tile edges included --------------------------------------------
+
+@pytest.mark.parametrize("edges", ["nan", "nearest", "reflect"])
+@pytest.mark.parametrize("engine", ["auto", "numpy"])
+def test_tiles_equal_the_in_memory_pipeline_bit_for_bit(dem_path: Path, tmp_path: Path, edges: str,
+                                                        engine: str) -> None:
+    kw = dict(azimuth=300.0, altitude=30.0, roughness_window=5, products=ALL, edges=edges, engine=engine)
+    paths = terrain.terrain_to_geotiff(dem_path, tmp_path / "out", tile=32, **kw)
+    assert set(paths) == set(ALL) and all(p.name == f"dem_{n}.tif" for n, p in paths.items())
+    got, want = read(paths), in_memory(dem_path, **kw)
+    for name in ALL:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    # The hole is NaN (with its halo), not a -9999 m cliff; the rest is finite.
+    assert np.isnan(got["slope"][41, 61]) and np.isnan(got["roughness"][38, 58])
+    assert np.isfinite(got["slope"][1:-1, 1:-1][:30]).all()
+    if edges == "nan":
+        assert np.isnan(got["slope"][0]).all() and np.isnan(got["slope"][:, -1]).all()
+    else:
+        assert np.isfinite(got["slope"][0]).all() and np.isfinite(got["slope"][:, -1]).all()
+
+
+def test_global_geographic_grid_wraps_across_the_tiles(tmp_path: Path) -> None:
+    # 5-degree global lon/lat grid on the lunar sphere: columns wrap at 0/360 degrees, pixel width
+    # varies per row; float64 heights stay float64; tile 16 does not divide 36 x 72.
+    z = rough_surface(36, 72, seed=2) * 50.0
+    path = write_dem(tmp_path / "global.tif", z, crs="IAU_2015:30100", transform=from_origin(0.0, 90.0, 5.0, 5.0))
+    kw = dict(products=ALL, edges="nearest")
+    paths = terrain.terrain_to_geotiff(path, {n: tmp_path / f"{n}.tif" for n in ALL}, tile=16, **kw)
+    got, want = read(paths), in_memory(path, **kw)
+    for name in ALL:
+        assert got[name].dtype == np.float64
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert np.isfinite(got["slope"][:, 0]).all()  # the west edge saw its neighbours across 360 degrees
+
+
+def test_integer_dem_with_nodata_is_decoded_like_open_rasterio(tmp_path: Path) -> None:
+    z = (rough_surface(40, 50, seed=5) * 10).astype(np.int16)
+    z[5:8, 20:22] = -32768
+    path = write_dem(tmp_path / "int.tif", z, nodata=-32768)
+    paths = terrain.terrain_to_geotiff(path, tmp_path, tile=16, products=("slope", "roughness"))
+    got, want = read(paths), in_memory(path, products=("slope", "roughness"))
+    for name in got:
+        assert got[name].dtype == np.float32
+        np.testing.assert_array_equal(got[name], want[name])
+    assert np.isnan(got["slope"][6, 21])
+
+
+def test_outputs_are_tiled_compressed_georeferenced_geotiffs(dem_path: Path, tmp_path: Path) -> None:
+    paths = terrain.terrain_to_geotiff(dem_path, tmp_path / "out", tile=64)
+    with rasterio.open(dem_path) as src:
+        crs, transform = src.crs, src.transform
+    for name, p in paths.items():
+        with rasterio.open(p) as f:
+            assert f.profile["tiled"] and f.block_shapes == [(64, 64)]
+            assert f.compression == Compression.deflate
+            assert f.crs == crs and f.transform == transform and np.isnan(f.nodata)
+            assert f.descriptions == (name,) and f.tags(1)["units"]
+    assert not list((tmp_path / "out").glob("*.partial"))
+    plain = terrain.terrain_to_geotiff(dem_path, tmp_path / "plain", tile=2048, compress=None, products=("slope",))
+    with rasterio.open(plain["slope"]) as f:
+        assert f.compression is None and f.block_shapes == [(512, 512)]
+
+
+def test_each_task_reads_only_its_tile_and_halo(dem_path: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why memory stays flat: what a task holds depends on the tile size, not the DEM's size."""
+    shapes = []
+    real = terrain._read_with_halo
+
+    def spy(*args, **kw):
+        block = real(*args, **kw)
+        shapes.append(block.shape)
+        return block
+
+    monkeypatch.setattr(terrain, "_read_with_halo", spy)
+    terrain.terrain_to_geotiff(dem_path, tmp_path, tile=32, roughness_window=5)
+    assert len(shapes) == 4 * 5  # ceil(100/32) x ceil(130/32) independent tiles
+    assert max(shapes) == (32 + 4, 32 + 4)
+
+
+# --- on a dask cluster ---------------------------------------------------------------------------
+
+def test_on_a_local_dask_cluster_equals_no_client(dem_path: Path, tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    kw = dict(roughness_window=3, products=ALL)
+    alone = read(terrain.terrain_to_geotiff(dem_path, tmp_path / "alone", tile=32, **kw))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        on_cluster = read(terrain.terrain_to_geotiff(dem_path, tmp_path / "cluster", tile=32, client=client, **kw))
+        # One in flight at a time: still every tile, in whatever order they finish.
+        one = read(terrain.terrain_to_geotiff(dem_path, tmp_path / "one", tile=48, client=client,
+                                              max_in_flight=1, **kw))
+        assert not client.who_has()  # every tile's result was released after writing
+    want = in_memory(dem_path, **kw)
+    for name in ALL:
+        np.testing.assert_array_equal(on_cluster[name], alone[name], err_msg=name)
+        np.testing.assert_array_equal(one[name], want[name], err_msg=name)
+
+
+def test_a_tile_job_pickles_for_worker_processes(dem_path: Path) -> None:
+    dem = terrain._open_band(str(dem_path), 1)
+    job = terrain._TileJob(src=str(dem_path), band=1, grid=terrain.grid_of(dem), dtype="<f4",
+                           products=("slope",), azimuth=315.0, altitude=45.0, hs_unit=False,
+                           roughness_window=3, edges="nan", engine="auto")
+    again = pickle.loads(pickle.dumps(job))
+    np.testing.assert_array_equal(terrain._terrain_tile(again, 0, 16, 0, 16), terrain._terrain_tile(job, 0, 16, 0, 16))
+
+
+def test_a_failing_task_leaves_no_partial_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import Client, LocalCluster
+
+    path = write_dem(tmp_path / "dem.tif", rough_surface(40, 40).astype(np.float32))
+    out = tmp_path / "out"
+    real = terrain._run_tiles
+
+    def vanish_then_run(*args, **kw):  # the DEM disappears after the caller's checks, before the tasks
+        path.unlink()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(terrain, "_run_tiles", vanish_then_run)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        with pytest.raises(FileNotFoundError, match="filesystem every dask worker can read"):
+            terrain.terrain_to_geotiff(path, out, tile=16, client=client)
+    assert out.is_dir() and not list(out.iterdir())
+
+
+# --- bad input: each says what is wrong ----------------------------------------------------------------
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"DEM file not found: .*nope\.tif"):
+        terrain.terrain_to_geotiff(tmp_path / "nope.tif", tmp_path)
+
+
+def test_dem_without_crs_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = write_dem(tmp_path / "nocrs.tif", rough_surface(20, 20).astype(np.float32), crs=None)
+    with pytest.raises(ValueError, match=r"nocrs\.tif has no CRS.*gdal_edit\.py -a_srs IAU_2015:30100"):
+        terrain.terrain_to_geotiff(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_tile_smaller_than_the_halo_is_refused(dem_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"tile=16 is smaller than the halo of 17 pixel\(s\).*roughness_window=35"):
+        terrain.terrain_to_geotiff(dem_path, tmp_path, tile=16, roughness_window=35)
+
+
+@pytest.mark.parametrize("tile", [0, 8, 50, 2.5, True])
+def test_tile_must_be_a_multiple_of_16(dem_path: Path, tmp_path: Path, tile) -> None:
+    with pytest.raises(ValueError, match=rf"tile must be a multiple of 16.*got {tile!r}"):
+        terrain.terrain_to_geotiff(dem_path, tmp_path, tile=tile)
+
+
+def test_unknown_product_is_named(dem_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown product\(s\) 'slop'"):
+        terrain.terrain_to_geotiff(dem_path, tmp_path, products=("slop", "hillshade"))
+    with pytest.raises(ValueError, match="a product is repeated"):
+        terrain.terrain_to_geotiff(dem_path, tmp_path, products=("slope", "slope"))
+
+
+def test_other_bad_arguments_say_what_is_wrong(dem_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"missing \['roughness'\]; not computed: \['aspect'\]"):
+        terrain.terrain_to_geotiff(dem_path, {"slope": tmp_path / "s.tif", "hillshade": tmp_path / "h.tif",
+                                              "aspect": tmp_path / "a.tif"})
+    with pytest.raises(ValueError, match=r"band=2 does not exist; the file has 1 band"):
+        terrain.terrain_to_geotiff(dem_path, tmp_path, band=2)
+    with pytest.raises(ValueError, match="is a file"):
+        terrain.terrain_to_geotiff(dem_path, dem_path)
+    with pytest.raises(ValueError, match="is the DEM itself"):
+        terrain.terrain_to_geotiff(dem_path, {"slope": dem_path}, products=("slope",))
+    with pytest.raises(ValueError, match="edges must be"):
+        terrain.terrain_to_geotiff(dem_path, tmp_path, edges="wrap")
+    with pytest.raises(ValueError, match="window must be an odd integer"):
+        terrain.terrain_to_geotiff(dem_path, tmp_path, roughness_window=4)
