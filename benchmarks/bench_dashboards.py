@@ -180,6 +180,20 @@ def section(res: dict, n_crowd: int, publish_s: float) -> str:
         f"Publish (validation + snapshot + spawn + share, from the CLI): {publish_s:.1f} s. "
         f"1-minute load average at the end: {load:.1f}." if crowd else "The crowd run failed.",
     ]
+    if crowd:
+        lines += ["", (
+            f"**Reading.** Ready sessions (docs/dashboards.md) take the notebook run out of a visit: alone, a "
+            f"reviewer's document arrives in {alone:.2f} s; with {n_crowd} at once p95 is {pct(crowd, .95):.2f} s, "
+            "most of it the scripts every first-time visitor fetches through the hub's proxy and the dashboard's "
+            "proxy; a browser opening the dashboard amid that crowd drew its plot in "
+            f"{res['browser_in_crowd']:.2f} s.")]
+    if browsers:
+        per_page = res["browsers_wall"] * (os.cpu_count() or 1) / len(browsers)
+        lines += ["", (
+            f"The {n_crowd}-browsers line measures this machine, not the server: each Chromium page costs about "
+            f"{per_page:.1f} CPU-seconds (wall × cores ÷ pages) to load BokehJS/Panel and draw, so {n_crowd} of them "
+            "on the 2 cores that also run the hub, both proxies and Panel need that long whatever the server does; "
+            "reviewers' browsers run on their own machines.")]
     failed = res["crowd_failed"] + res["browsers_failed"]
     if failed:
         lines += ["", "Failures: " + "; ".join(failed[:5])]

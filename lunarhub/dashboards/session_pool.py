@@ -31,6 +31,7 @@ VISITOR_RE = re.compile(
     r"|session_info)\b|session_context|\bcurdoc\s*\(\s*\)\s*\.\s*session|\brequest\s*\.")
 IDLE_SECONDS = 1.0  # quiet for this long: the server may build the next spare session
 CONNECT_WAIT = 15.0  # a visitor who got a session but never connects stops holding the pool back
+RETRY_SECONDS = 10.0  # after a failed build (e.g. a data site down), try again this much later
 
 
 def depends_on_visitor(source: str) -> bool:
@@ -67,6 +68,7 @@ class SessionPool:
         self.build_seconds = 0.0
         self.handed_out = 0
         self.awaiting: list[tuple[float, Any]] = []  # handed out, websocket not connected yet
+        self.retry_at: dict[str, float] = {}
 
     # ---- which apps
 
@@ -117,15 +119,24 @@ class SessionPool:
             queue = self.spare.get(path)
             if not self.pooled.get(path) or queue is None or len(queue) >= self.size:
                 continue
+            if time.monotonic() < self.retry_at.get(path, 0.0):
+                continue
             self.building = True
             started = time.monotonic()
             try:
-                session = await build_spare(ctx, tornado_app)
-                queue.append(session)
-                if len(queue) == self.size:
-                    log.warning("%s: %d ready sessions", path, self.size)
+                session, error = await build_spare(ctx, tornado_app)
+                if error is None:
+                    queue.append(session)
+                    if len(queue) == self.size:
+                        log.info("%s: %d ready sessions", path, self.size)
+                else:
+                    # Never hand out an error page built during an outage: visitors get a fresh
+                    # build (and the real error, if it persists); the pool tries again later.
+                    log.warning("%s: building a ready session failed (%s); retry in %g s",
+                                path, error.splitlines()[0] if error else "?", RETRY_SECONDS)
+                    self.retry_at[path] = time.monotonic() + RETRY_SECONDS
             except Exception:  # noqa: BLE001 - a broken app shows its error to visitors, not here
-                log.exception("building a spare session for %s failed; pool for it disabled", path)
+                log.exception("building a ready session for %s raised; pool for it disabled", path)
                 self.pooled[path] = False
             finally:
                 self.building = False
@@ -135,9 +146,15 @@ class SessionPool:
     def missing(self) -> bool:
         return any(self.pooled.get(p) and len(q) < self.size for p, q in self.spare.items())
 
+    def next_retry(self) -> float:
+        """Seconds until a backed-off app may be tried again (0 if none waits)."""
+        waits = [t - time.monotonic() for t in self.retry_at.values()]
+        return max(0.0, min(waits)) if waits else 0.0
 
-async def build_spare(ctx: Any, tornado_app: Any) -> Any:
-    """A session built without a visitor: no cookies, headers or arguments."""
+
+async def build_spare(ctx: Any, tornado_app: Any) -> tuple[Any, str | None]:
+    """A session built without a visitor (no cookies, headers or arguments), and the error
+    if the app's code failed while building it (Panel then shows an error page instead)."""
     from bokeh.util.token import generate_jwt_token, generate_session_id
     from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
@@ -147,8 +164,16 @@ async def build_spare(ctx: Any, tornado_app: Any) -> Any:
                                extra_payload={"headers": {}, "cookies": {}, "arguments": {}})
     request = HTTPServerRequest(method="GET", uri=ctx.url or "/", headers=HTTPHeaders())
     session = await ctx.create_session_if_needed(session_id, request, token)
+    # The app's runner is shared by its sessions but runs one at a time: right after the
+    # build it still holds this build's outcome.
+    for handler in ctx.application.handlers:
+        runner = getattr(handler, "_runner", None)
+        if runner is not None and runner.failed:
+            return session, runner.error or "the app failed"  # left unblocked: bokeh discards it
+    if not session.document.roots:
+        return session, "the app made nothing servable"
     session.block_expiration()  # a spare is not an 'unused' session: keep it until a visitor takes it
-    return session
+    return session, None
 
 
 def hand_over(session: Any, ctx: Any, handler: Any) -> str:
@@ -197,7 +222,7 @@ def install(size: int, app_files: dict[str, str]) -> SessionPool:
         if pool.missing():
             # At most half the loop's time goes to building: documents still being
             # written to a crowd's websockets go out between two builds.
-            schedule(tornado_app, max(0.05, pool.build_seconds))
+            schedule(tornado_app, max(0.05, pool.build_seconds, pool.next_retry()))
 
     def start(self: Any) -> None:
         original_start(self)

@@ -135,6 +135,36 @@ def test_an_app_that_reads_the_visitor_is_built_per_visit(serve):
     assert len(_built(log)) == 1
 
 
+def test_sessions_built_during_an_outage_are_never_handed_out(serve, tmp_path):
+    down = tmp_path / "site-down"
+    down.write_text("the data site is down")
+    log_file = tmp_path / "v1.sessions"
+    extra = (f"open({str(log_file)!r}, 'a').write(session_id + ' failed\\n') if __import__('os').path.exists("
+             f"{str(down)!r}) else None\nassert not __import__('os').path.exists({str(down)!r}), 'data site down'")
+    url, log, out = serve(2, extra=extra)
+    _wait_for(lambda: len(_built(log)) >= 1, 90, "a first (failing) build")
+    time.sleep(1)
+    from tornado.httpclient import HTTPClient
+
+    html = HTTPClient().fetch(url).body.decode()
+    sid = get_session_id(TOKEN_RE.search(html).group(1))
+    assert sid not in set(_built(log)[:-1]), "a session built while the site was down was handed out"
+    assert "data site down" in out.read_text(), "the failed build is logged"
+    down.unlink()  # the site is back: the pool retries and then hands out good sessions
+    good = lambda: [ln for ln in log.read_text().splitlines() if not ln.endswith("failed")]  # noqa: E731
+    _wait_for(lambda: len(good()) >= 2, 60, "ready sessions after the outage")
+    time.sleep(1.5)
+    ready = {ln.split()[0] for ln in good()}
+
+    async def one():
+        return await visit(url, fetch_assets=False, timeout=60)
+
+    v = asyncio.run(one())
+    assert v.has_plot
+    html = HTTPClient().fetch(url).body.decode()
+    assert get_session_id(TOKEN_RE.search(html).group(1)) in ready, "after the outage, ready sessions are used"
+
+
 def test_pool_size_zero_is_plain_panel_serve(serve):
     url, log, _ = serve(0)
     time.sleep(3)
