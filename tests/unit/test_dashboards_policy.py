@@ -82,7 +82,7 @@ def test_spawn_override_serves_every_version_behind_hub_auth(d):
     sp = spawner("dash-demo")
     spawn_override(d, sp)
     line = " ".join(sp.cmd + sp.args)
-    assert "lunarhub.dashboards.launch" in line and "panel serve" in line.replace("/panel serve", " panel serve")
+    assert "lunarhub.dashboards.launch" in line and "-m lunarhub.dashboards.serve 32 " in line
     assert "--prefix={base_url}" in sp.args and "--absolute-url" in sp.args
     assert sp.args[0] == str(d.hub.token_cache_seconds)
     assert [a.rsplit("/", 1)[1] for a in sp.args if a.endswith(".py")] == ["v1.py", "v2.py"]
