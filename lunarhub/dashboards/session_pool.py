@@ -17,6 +17,7 @@ asks. Those apps are built per visit as before (see `depends_on_visitor`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections import deque
@@ -32,6 +33,24 @@ VISITOR_RE = re.compile(
 IDLE_SECONDS = 1.0  # quiet for this long: the server may build the next spare session
 CONNECT_WAIT = 15.0  # a visitor who got a session but never connects stops holding the pool back
 RETRY_SECONDS = 10.0  # after a failed build (e.g. a data site down), try again this much later
+
+
+def memory_budget() -> int:
+    """Bytes the Panel process may grow to while building ready sessions: half the server's
+    memory limit (the spawner's MEM_LIMIT, the publisher's profile), else a quarter of the
+    machine. Ready sessions are a speed-up; they must never be what runs a server out of memory."""
+    limit = int(os.environ.get("MEM_LIMIT") or 0)
+    if limit > 0:
+        return limit // 2
+    import psutil
+
+    return psutil.virtual_memory().total // 4
+
+
+def process_rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
 
 
 def depends_on_visitor(source: str) -> bool:
@@ -59,8 +78,10 @@ def app_source(app_file: str) -> str:
 class SessionPool:
     """Spare sessions per application path; one instance per Panel process."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, budget: int | None = None):
         self.size = max(0, size)
+        self.budget = memory_budget() if budget is None else budget
+        self.over_budget = False
         self.spare: dict[str, deque[Any]] = {}
         self.pooled: dict[str, bool] = {}
         self.last_activity = 0.0
@@ -115,6 +136,13 @@ class SessionPool:
         Returns quickly; the caller re-schedules while something is missing."""
         if self.building:
             return
+        if process_rss() > self.budget:
+            if not self.over_budget:
+                log.warning("ready sessions: process memory above %d MiB, building no more for now",
+                            self.budget // 2**20)
+            self.over_budget = True
+            return
+        self.over_budget = False
         for path, ctx in tornado_app._applications.items():
             queue = self.spare.get(path)
             if not self.pooled.get(path) or queue is None or len(queue) >= self.size:
@@ -222,7 +250,8 @@ def install(size: int, app_files: dict[str, str]) -> SessionPool:
         if pool.missing():
             # At most half the loop's time goes to building: documents still being
             # written to a crowd's websockets go out between two builds.
-            schedule(tornado_app, max(0.05, pool.build_seconds, pool.next_retry()))
+            wait = 5.0 if pool.over_budget else max(0.05, pool.build_seconds, pool.next_retry())
+            schedule(tornado_app, wait)
 
     def start(self: Any) -> None:
         original_start(self)

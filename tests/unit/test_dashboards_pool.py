@@ -5,6 +5,7 @@ wire-level reviewer (lunarhub/dashboards/probe.py)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def _wait_for(cond, seconds: float, what: str):
 def serve(tmp_path):
     procs = []
 
-    def start(pool: int, extra: str = "", name: str = "v1") -> tuple[str, Path, Path]:
+    def start(pool: int, extra: str = "", name: str = "v1", env: dict | None = None) -> tuple[str, Path, Path]:
         log = tmp_path / f"{name}.sessions"
         app = tmp_path / f"{name}.py"
         app.write_text(APP.format(extra=extra, log=str(log)))
@@ -67,7 +68,7 @@ def serve(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "lunarhub.dashboards.serve", str(pool), str(app), f"--port={port}",
              "--address=127.0.0.1", "--allow-websocket-origin=*"],
-            stdout=out.open("w"), stderr=subprocess.STDOUT)
+            stdout=out.open("w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         procs.append(proc)
         url = f"http://127.0.0.1:{port}/{name}"
 
@@ -163,6 +164,20 @@ def test_sessions_built_during_an_outage_are_never_handed_out(serve, tmp_path):
     assert v.has_plot
     html = HTTPClient().fetch(url).body.decode()
     assert get_session_id(TOKEN_RE.search(html).group(1)) in ready, "after the outage, ready sessions are used"
+
+
+def test_ready_sessions_stay_within_the_servers_memory_limit(serve):
+    # MEM_LIMIT is what the spawner sets from the publisher's profile; half of 100 MiB is below
+    # what a Panel process needs at all, so not one session may be built ahead.
+    url, log, out = serve(3, env={"MEM_LIMIT": str(100 * 2**20)})
+    time.sleep(6)
+    assert _built(log) == [], "ready sessions were built beyond the memory budget"
+    assert "building no more" in out.read_text()
+
+    async def one():
+        return await visit(url, fetch_assets=False, timeout=60)
+
+    assert asyncio.run(one()).has_plot, "visits are still served, built per visit"
 
 
 def test_pool_size_zero_is_plain_panel_serve(serve):
