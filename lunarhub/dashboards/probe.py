@@ -34,6 +34,7 @@ class Visit:
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     asset_bytes: int = 0
+    assets: list[str] = field(default_factory=list)
     doc_bytes: int = 0
     has_plot: bool = False
 
@@ -59,10 +60,14 @@ async def _read_message(ws) -> tuple[dict, str, int]:
 
 
 async def visit(url: str, cookies: str = "", origin: str = "", fetch_assets: bool = True,
-                timeout: float = 300) -> Visit:
-    """Open `url` like a reviewer's first visit; return the timings. Raises on any failure."""
+                timeout: float = 300, headers: dict[str, str] | None = None) -> Visit:
+    """Open `url` like a reviewer's first visit; return the timings. Raises on any failure.
+    `cookies`: the browser's Cookie header (a logged-in reviewer); `headers`: any other
+    request headers (e.g. `Authorization: token …` for a hub API token)."""
     client = AsyncHTTPClient(max_clients=64)
-    headers = {"Cookie": cookies} if cookies else {}
+    headers = dict(headers or {})
+    if cookies:
+        headers["Cookie"] = cookies
     out = Visit()
     t0 = time.perf_counter()
     page = await client.fetch(HTTPRequest(url, headers=headers, request_timeout=timeout,
@@ -72,6 +77,7 @@ async def visit(url: str, cookies: str = "", origin: str = "", fetch_assets: boo
     if not match:
         raise RuntimeError(f"{url}: no Bokeh session token in the page (HTTP {page.code}): {html[:200]!r}")
     out.phases["page"] = time.perf_counter() - t0
+    out.assets = [urljoin(url, a or b) for a, b in ASSET_RE.findall(html)]
     if fetch_assets:
         for asset in dict.fromkeys(a or b for a, b in ASSET_RE.findall(html)):
             full = urljoin(url, asset)  # relative to the page, as a browser resolves it

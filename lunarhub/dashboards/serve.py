@@ -3,11 +3,13 @@
     python -m lunarhub.dashboards.serve POOL_SIZE apps/v1.py apps/v2.py ... [panel serve options]
 
 POOL_SIZE 0 is plain `panel serve`; otherwise the latest version's app keeps POOL_SIZE
-sessions ready.
+sessions ready. With LUNARHUB_SHARED_STATIC set (a URL prefix), the pages load BokehJS and
+Panel's scripts from the gallery's shared copy (shared_static.py).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +25,11 @@ def main(argv: list[str]) -> int:
         # built per visit.
         latest = max(apps, key=_version_number)
         install(int(size), {"/" + Path(latest).stem: latest})
+    static = os.environ.get("LUNARHUB_SHARED_STATIC")
+    if static:
+        from .shared_static import install as share_static
+
+        share_static(static)
     from panel.command import main as panel_main
 
     sys.argv = ["panel", "serve", *rest]

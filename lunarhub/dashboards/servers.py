@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Deployment
+from . import PREFIX
 from .store import Store, slug_of_server
 
 VENV_BIN = Path(sys.executable).parent
@@ -57,3 +58,4 @@ def spawn_override(d: Deployment, spawner: Any) -> None:
     spawner.notebook_dir = str(dash.path)
     spawner.environment["LUNARHUB_DASHBOARD"] = f"{owner}/{slug}"
     spawner.environment["BOKEH_RESOURCES"] = "server"
+    spawner.environment["LUNARHUB_SHARED_STATIC"] = f"{PREFIX}static/"

@@ -32,6 +32,7 @@ from . import policy, thumbnail
 from .comments import Comments
 from .hubclient import Hub, HubError
 from .i18n import pick, t
+from .shared_static import FILE_RE, directories
 from .store import Dashboard, Store, StoreError, Version, check_slug, server_name, slugify
 
 log = logging.getLogger("lunarhub.dashboards")
@@ -513,6 +514,7 @@ def make_app(d: Deployment, prefix: str) -> web.Application:
     store.root.mkdir(parents=True, exist_ok=True)
     p = prefix
     seg = r"([a-z][a-z0-9-]{0,30})/([a-z0-9][a-z0-9-]{0,39})"
+    static_dirs = directories()
     routes: list[Any] = [
         (p, GalleryHandler),
         (p + "oauth_callback", HubOAuthCallbackHandler),
@@ -520,6 +522,10 @@ def make_app(d: Deployment, prefix: str) -> web.Application:
         (p + rf"d/{seg}/v([0-9]+)/comments", CommentFormHandler),
         (p + rf"thumb/{seg}/v([0-9]+)\.png", ThumbnailHandler),
         (p + rf"open/{seg}/v([0-9]+)", OpenHandler),
+        # BokehJS and Panel for every dashboard's pages (shared_static.py): public library
+        # files, no login needed, cached for good (the ?v= hash changes with an upgrade).
+        (p + "static/bokeh/" + FILE_RE["bokeh"], web.StaticFileHandler, {"path": str(static_dirs["bokeh"])}),
+        (p + "static/panel/" + FILE_RE["panel"], web.StaticFileHandler, {"path": str(static_dirs["panel"])}),
         (p + "api/dashboards", ListApi),
         (p + rf"api/dashboards/{seg}", DashboardApi),
         (p + rf"api/dashboards/{seg}/v([0-9]+)", DashboardApi),

@@ -74,6 +74,30 @@ def test_only_shared_users_reach_it_and_never_anonymously(published):
     assert ws.status_code in (302, 403)
 
 
+def test_pages_load_bokeh_and_panel_from_the_shared_gallery_copy(published):
+    """A wire-level reviewer (page, scripts, websocket, document) through the real hub: the
+    big scripts come from /services/dashboards/static/ (one copy for every dashboard),
+    byte-identical to the installed Bokeh/Panel, public and cached for good."""
+    import asyncio
+
+    from lunarhub.dashboards.probe import visit
+    from lunarhub.dashboards.shared_static import directories
+
+    ds = published
+    v = asyncio.run(visit(ds.url + DASH + "/v1", headers={"Authorization": f"token {ds.token('reviewer')}"},
+                          timeout=120))
+    assert v.has_plot, "the document with the plot arrived over the Bokeh websocket through both proxies"
+    shared = [a for a in v.assets if "/services/dashboards/static/" in a]
+    names = {a.split("/static/")[1].split("?")[0] for a in shared}
+    assert {"bokeh/bokeh.min.js", "panel/panel.min.js"} <= names, v.assets
+    assert not [a for a in v.assets if "/dash-lola-explorer/static/js/" in a], "bokeh still served per dashboard"
+    r = requests.get(next(a for a in shared if "bokeh.min.js" in a), timeout=30)  # no login: public library code
+    assert r.status_code == 200 and r.content == (directories()["bokeh"] / "bokeh.min.js").read_bytes()
+    assert "max-age" in r.headers.get("Cache-Control", "")
+    assert requests.get(ds.url + "/services/dashboards/static/bokeh/../../secrets", timeout=30).status_code == 404
+    assert requests.get(ds.url + "/services/dashboards/static/panel/package.json", timeout=30).status_code == 404
+
+
 def test_dashboard_runs_as_publisher_behind_proxy(published):
     ds = published
     info = ds.request("GET", "/hub/api/users/cn-scientist", ds.admin_token()).json()

@@ -204,3 +204,26 @@ def test_pool_size_zero_is_plain_panel_serve(serve):
 ])
 def test_which_code_reads_the_visitor(source, reads):
     assert depends_on_visitor(source) is reads
+
+
+def test_pages_point_bokeh_and_panel_scripts_at_the_shared_copy():
+    from lunarhub.dashboards.shared_static import FILE_RE, directories, rewrite
+
+    page = ('<script src="static/js/bokeh.min.js?v=6acf"></script>'
+            '<script src="/user/a/dash-b/static/js/bokeh-widgets.min.js?v=7cc"></script>'
+            '<script src="static/extensions/panel/panel.min.js?v=32f"></script>'
+            '<script src="static/extensions/panel/bundled/x/es-module-shims.min.js"></script>'
+            '<link rel="stylesheet" href="static/extensions/panel/css/loading.css?v=1.9.4">')
+    out = rewrite(page, "/services/dashboards/static/")
+    assert 'src="/services/dashboards/static/bokeh/bokeh.min.js?v=6acf"' in out
+    assert 'src="/services/dashboards/static/bokeh/bokeh-widgets.min.js?v=7cc"' in out
+    assert 'src="/services/dashboards/static/panel/panel.min.js?v=32f"' in out
+    # Panel's bundled extras and stylesheets stay with the dashboard (resolved by Panel itself).
+    assert 'src="static/extensions/panel/bundled/x/es-module-shims.min.js"' in out
+    assert 'href="static/extensions/panel/css/loading.css?v=1.9.4"' in out
+    # Every file a page may name exists in the installed copy the gallery serves.
+    import re
+
+    for name in ("bokeh.min.js", "bokeh-widgets.min.js", "bokeh-tables.min.js", "bokeh-gl.min.js"):
+        assert re.fullmatch(FILE_RE["bokeh"], name) and (directories()["bokeh"] / name).is_file()
+    assert (directories()["panel"] / "panel.min.js").is_file()
