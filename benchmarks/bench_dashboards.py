@@ -184,8 +184,9 @@ def section(res: dict, n_crowd: int, publish_s: float) -> str:
         lines += ["", (
             f"**Reading.** Ready sessions (docs/dashboards.md) take the notebook run out of a visit: alone, a "
             f"reviewer's document arrives in {alone:.2f} s; with {n_crowd} at once p95 is {pct(crowd, .95):.2f} s, "
-            "most of it the scripts every first-time visitor fetches through the hub's proxy and the dashboard's "
-            "proxy; a browser opening the dashboard amid that crowd drew its plot in "
+            "the rest is mostly the 2.8 MiB of scripts each first-time visitor fetches (one shared copy from the "
+            "gallery, docs/dashboards.md) and the documents going out; a browser opening the dashboard amid that "
+            "crowd drew its plot in "
             f"{res['browser_in_crowd']:.2f} s.")]
     if browsers:
         per_page = res["browsers_wall"] * (os.cpu_count() or 1) / len(browsers)
