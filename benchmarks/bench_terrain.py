@@ -1,7 +1,7 @@
 """Terrain pipeline benchmark (issue 4): slope + hillshade + roughness over large lunar DEMs.
 
     .venv/bin/python benchmarks/bench_terrain.py [--sizes 1e7,1e8[,4e8]] [--scheduler local|gateway]
-                                                  [--mode windows,overlap] [--gateway-url URL --token T]
+                                                  [--mode windows,overlap[,windows-tiff]] [--gateway-url URL --token T]
 
 For each size it builds (once, cached in benchmarks/.work/, git-ignored) a global DEM by
 upsampling the real LOLA LDEM_4 and adding fractal detail, written as a tiled float32
@@ -10,14 +10,16 @@ in this one run:
   (a) gdaldem slope, hillshade, roughness (single-threaded, Debian gdal-bin), one after another;
   (b) lunarhub.terrain.terrain_pipeline on numpy, this process, one core: read, compute, write 3 GeoTIFFs;
   (c) terrain_pipeline on a 2-worker dask cluster (1 thread each), sampling every worker's RSS
-      meanwhile, in one or both of two ways (--mode):
-        windows: lunarhub.terrain.terrain_to_geotiff(client=...): one independent task per chunk
-                 reads the chunk plus its 1-pixel halo from the GeoTIFF and runs the fused kernel;
-                 this process writes the three products into uncompressed tiled GeoTIFFs as the
-                 tasks finish (at most 2 x worker threads chunks in flight);
+      meanwhile, in one or more of three ways (--mode; default windows,overlap):
+        windows: lunarhub.terrain.terrain_to_zarr(client=...): one independent task per chunk
+                 reads the chunk plus its 1-pixel halo from the GeoTIFF, runs the fused kernel and
+                 writes its chunk of each product into an uncompressed Zarr store that this process
+                 created (metadata only) beforehand; only a pixel count comes back;
         overlap: the lazy route: rioxarray.open_rasterio(chunks=, lock=False) -> terrain_pipeline
                  (one dask overlap + one fused task per chunk) -> to_zarr, an uncompressed Zarr
-                 store written chunk by chunk by the workers (no gather).
+                 store written chunk by chunk by the workers (no gather);
+        windows-tiff: lunarhub.terrain.terrain_to_geotiff(client=...): the same tasks return their
+                 products and this process writes them into uncompressed tiled GeoTIFFs.
 --scheduler local: a LocalCluster of 2 single-threaded worker processes.
 --scheduler gateway: a real lunarhub stack with dask-gateway (started here, as root, on free
   ports, like tests/integration/test_gateway.py; or an existing one with --gateway-url/--token),
@@ -158,6 +160,7 @@ def build_dem(pixels: float, chunk: int) -> Path:
 # --- the ways to run the pipeline ------------------------------------------------------------------
 
 PRODUCTS = ("slope", "hillshade", "roughness")
+MODES = ("windows", "overlap", "windows-tiff")
 
 
 def _read_through(path: Path) -> None:
@@ -231,12 +234,21 @@ def run_cluster(client, path: Path, out: Path, chunk: int, mode: str) -> dict:
         delayed = ds.to_zarr(store, mode="w", encoding=encoding, consolidated=False, compute=False)
         _open_writable(store)
         dask.compute(delayed)
+    elif mode == "windows":
+        # The library's memory-flat, worker-writes route: one independent task per chunk reads its
+        # window + halo from the GeoTIFF, runs the fused kernel and writes its chunk of each product
+        # into the uncompressed Zarr store this process created (metadata only) just before.
+        old_umask = os.umask(0)  # gateway workers run as the user: let them write into the store's folders
+        try:
+            terrain.terrain_to_zarr(path, out / "cluster_windows.zarr", products=PRODUCTS, tile=chunk,
+                                    client=client, compress=False, overwrite=True)
+        finally:
+            os.umask(old_umask)
     else:
-        # The library's memory-flat route: one independent task per chunk reads its window + halo
-        # from the GeoTIFF and returns its products; this process writes them (uncompressed, like
-        # gdaldem's output) as they arrive.
-        terrain.terrain_to_geotiff(path, out / "cluster_windows", products=PRODUCTS, tile=chunk, client=client,
-                                   compress=None)
+        # windows-tiff: the same tasks return their products; this process writes them into
+        # uncompressed tiled GeoTIFFs (like gdaldem's output) as they arrive.
+        terrain.terrain_to_geotiff(path, out / "cluster_windows_tiff", products=PRODUCTS, tile=chunk,
+                                   client=client, compress=None)
     seconds = time.perf_counter() - t0
     sampler.stop.set()
     sampler.join()
@@ -252,8 +264,8 @@ def check_outputs(out: Path, stem: str, modes: list[str]) -> dict:
         win = rasterio.windows.Window(w // 3, h // 3, 512, 512)
         gd = f.read(1, window=win).astype(np.float64)
     for mode in modes:
-        if mode == "windows":
-            with rasterio.open(out / "cluster_windows" / f"{stem}_slope.tif") as f:
+        if mode == "windows-tiff":
+            with rasterio.open(out / "cluster_windows_tiff" / f"{stem}_slope.tif") as f:
                 mine = f.read(1, window=win)
         else:
             z = xr.open_zarr(out / f"cluster_{mode}.zarr", consolidated=False)
@@ -349,6 +361,19 @@ def mib(b: float) -> str:
     return f"{b / 2**20:,.0f}"
 
 
+MODE_TEXT = {
+    "windows": "`windows` = `terrain.terrain_to_zarr(client=...)`, one independent task per chunk that reads its "
+               "chunk + 1-pixel halo, runs the fused kernel and writes its chunk of each product into an "
+               "uncompressed float32 Zarr store created beforehand by the benchmark process (only a pixel count "
+               "comes back)",
+    "overlap": "`overlap` = the lazy route (`open_rasterio(chunks=, lock=False)` -> `terrain_pipeline` -> "
+               "`to_zarr`, an uncompressed float32 Zarr store written chunk by chunk by the workers, no gather)",
+    "windows-tiff": "`windows-tiff` = `terrain.terrain_to_geotiff(client=...)`, the same tasks return their "
+                    "products, written by the benchmark process into uncompressed tiled float32 GeoTIFFs as "
+                    "they arrive",
+}
+
+
 def render(results: list[dict], meta: dict) -> str:
     modes = meta["modes"]
     sched = ("dask-gateway through a lunarhub stack (LocalBackend, workers as ru-scientist, 1 core / "
@@ -363,13 +388,9 @@ def render(results: list[dict], meta: dict) -> str:
              "Pipeline = slope + hillshade + 3x3 roughness, read from disk and written to disk. gdaldem runs the "
              "three commands one after another (1 thread, GeoTIFF out, hillshade as Byte). lunarhub runs "
              "`terrain.terrain_pipeline` (one fused numba pass per block, Horn gradient once per pixel): "
-             "'1 core' in this process on the whole DEM in memory (GeoTIFFs out); on the cluster "
-             "`windows` = `terrain.terrain_to_geotiff(client=...)`, one independent task per chunk that reads "
-             "its chunk + 1-pixel halo and returns its products, written by the benchmark process into "
-             "uncompressed tiled float32 GeoTIFFs as they arrive; `overlap` = the lazy route "
-             "(`open_rasterio(chunks=, lock=False)` -> `terrain_pipeline` -> `to_zarr`, an uncompressed float32 "
-             "Zarr store written chunk by chunk by the workers, no gather). Times are wall-clock seconds including I/O; each contender "
-             "starts with the DEM in the page cache.",
+             "'1 core' in this process on the whole DEM in memory (GeoTIFFs out); on the cluster: "
+             + "; ".join(MODE_TEXT[m] for m in modes)
+             + ". Times are wall-clock seconds including I/O; each contender starts with the DEM in the page cache.",
              "",
              f"Cluster start: {meta['t_start']:.2f} s; scale to 2 workers (until both connected): "
              f"{meta['t_scale']:.2f} s{meta.get('stack_note', '')}; first (untimed, warm-up: imports, numba "
@@ -431,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1e7,1e8", help="DEM sizes in pixels, comma-separated (e.g. 1e7,1e8,4e8)")
     ap.add_argument("--scheduler", choices=("local", "gateway"), default="local")
-    ap.add_argument("--mode", default="windows,overlap", help="cluster route(s): windows, overlap or both")
+    ap.add_argument("--mode", default="windows,overlap", help="cluster route(s), comma-separated: windows, overlap, windows-tiff")
     ap.add_argument("--gateway-url", help="hub URL of a running lunarhub stack (default: start one)")
     ap.add_argument("--token", help="JupyterHub API token of --user for --gateway-url")
     ap.add_argument("--proxy-address", help="gateway scheduler proxy, e.g. tcp://127.0.0.1:8786 (with --gateway-url)")
@@ -452,8 +473,8 @@ def main(argv: list[str] | None = None) -> None:
     if shutil.which("gdaldem") is None:
         sys.exit("gdaldem not found: apt-get install gdal-bin")
     modes = [m for m in args.mode.split(",") if m]
-    if not modes or set(modes) - {"windows", "overlap"}:
-        sys.exit(f"--mode must be windows, overlap or both (comma-separated), got {args.mode!r}")
+    if not modes or set(modes) - set(MODES) or len(set(modes)) != len(modes):
+        sys.exit(f"--mode must be one or more of {', '.join(MODES)} (comma-separated, each once), got {args.mode!r}")
     sizes = [float(s) for s in args.sizes.split(",")]
     dask.config.set({"distributed.worker.daemon": False})
 
@@ -502,8 +523,8 @@ def main(argv: list[str] | None = None) -> None:
             results.append(r)
             for f in out.glob("*.tif"):
                 f.unlink()
-            shutil.rmtree(out / "cluster_windows", ignore_errors=True)
-            shutil.rmtree(out / "cluster_overlap.zarr", ignore_errors=True)
+            for d in ("cluster_windows.zarr", "cluster_windows_tiff", "cluster_overlap.zarr"):
+                shutil.rmtree(out / d, ignore_errors=True)
     finally:
         cleanup()
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -581,7 +583,7 @@ def terrain_pipeline(dem: xr.DataArray, azimuth: float = 315.0, altitude: float 
 
     On a cluster, write the Dataset chunk by chunk (``ds.to_zarr(...)``) rather than computing
     it into memory; for memory that stays flat however large the DEM file is, use
-    :func:`terrain_to_geotiff`.
+    :func:`terrain_to_zarr` (fastest on a cluster) or :func:`terrain_to_geotiff` (GeoTIFF files).
     """
     if hillshade_scale not in ("byte", "unit"):
         raise ValueError(f"hillshade_scale must be 'byte' or 'unit', got {hillshade_scale!r}")
@@ -696,6 +698,63 @@ def _gdal_env():
     return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=64)
 
 
+@dataclass(frozen=True)
+class _TilePlan:
+    """A checked DEM file cut into tiles: what :func:`terrain_to_geotiff` and :func:`terrain_to_zarr` share."""
+
+    src: str
+    dem: xr.DataArray  # lazy: coordinates and attributes only
+    dtype: np.dtype
+    job: _TileJob
+    tiles: list[tuple[int, int, int, int]]
+    attrs: dict[str, dict]
+
+
+def _plan_tiles(src: str | os.PathLike, *, azimuth: float, altitude: float, roughness_window: int,
+                products: Sequence[str], hillshade_scale: str, edges: str, engine: str, band: int, tile: int,
+                max_in_flight: int | None, tile_multiple: int) -> _TilePlan:
+    """Check the arguments of a file-to-file route and open the DEM lazily, before any task runs."""
+    products = _check_products(products)
+    _check_window(roughness_window)
+    _engine_fn(engine)  # type: ignore[arg-type]
+    if hillshade_scale not in ("byte", "unit"):
+        raise ValueError(f"hillshade_scale must be 'byte' or 'unit', got {hillshade_scale!r}")
+    if edges not in ("nan", "nearest", "reflect"):
+        raise ValueError(f"edges must be 'nan', 'nearest' or 'reflect', got {edges!r}")
+    depth = _halo(products, roughness_window)
+    if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 16 or tile % tile_multiple:
+        raise ValueError((f"tile must be a multiple of {tile_multiple} pixels (GeoTIFF blocks are), at least 16"
+                          if tile_multiple > 1 else "tile must be an integer of at least 16 pixels") + f", got {tile!r}")
+    if tile < depth:
+        raise ValueError(
+            f"tile={tile} is smaller than the halo of {depth} pixel(s) that roughness_window={roughness_window} "
+            f"needs on each side: every task would read more halo than tile. Use tile >= {depth} "
+            "(the default 2048 suits any window)")
+    if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
+        raise ValueError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+    src = os.fspath(src)
+    if _is_local(src) and not os.path.isfile(src):
+        raise FileNotFoundError(f"DEM file not found: {src}" + (" (a directory)" if os.path.isdir(src) else ""))
+
+    dem = _open_band(src, band)
+    if dem.rio.crs is None:
+        raise ValueError(
+            f"{src} has no CRS, so the metric pixel size is unknown. Set it in the file, e.g. "
+            f"`gdal_edit.py -a_srs IAU_2015:30100 {src}` for a lunar lon/lat grid or IAU_2015:30110 "
+            "for lunar equirectangular metres (or open it with rioxarray and use terrain_pipeline "
+            "after dem.rio.write_crs(...))")
+    grid = grid_of(dem)
+    dtype = _work_dtype(dem)
+    ny, nx = dem.shape
+    job = _TileJob(src=src, band=band, grid=grid, dtype=dtype.str, products=products, azimuth=float(azimuth),
+                   altitude=float(altitude), hs_unit=hillshade_scale == "unit",
+                   roughness_window=int(roughness_window), edges=edges, engine=engine)
+    tiles = [(r0, min(ny, r0 + tile), c0, min(nx, c0 + tile))
+             for r0 in range(0, ny, tile) for c0 in range(0, nx, tile)]
+    return _TilePlan(src=src, dem=dem, dtype=dtype, job=job, tiles=tiles,
+                     attrs=_product_attrs(azimuth, altitude, hillshade_scale == "unit", roughness_window))
+
+
 def terrain_to_geotiff(src: str | os.PathLike, dst: str | os.PathLike | Mapping[str, str | os.PathLike],
                        azimuth: float = 315.0, altitude: float = 45.0, roughness_window: int = 3, *,
                        products: Sequence[str] = ("slope", "hillshade", "roughness"),
@@ -728,37 +787,11 @@ def terrain_to_geotiff(src: str | os.PathLike, dst: str | os.PathLike | Mapping[
     import rasterio
     from rasterio.windows import Window
 
-    products = _check_products(products)
-    _check_window(roughness_window)
-    _engine_fn(engine)
-    if hillshade_scale not in ("byte", "unit"):
-        raise ValueError(f"hillshade_scale must be 'byte' or 'unit', got {hillshade_scale!r}")
-    if edges not in ("nan", "nearest", "reflect"):
-        raise ValueError(f"edges must be 'nan', 'nearest' or 'reflect', got {edges!r}")
-    depth = _halo(products, roughness_window)
-    if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 16 or tile % 16:
-        raise ValueError(f"tile must be a multiple of 16 pixels (GeoTIFF blocks are), at least 16, got {tile!r}")
-    if tile < depth:
-        raise ValueError(
-            f"tile={tile} is smaller than the halo of {depth} pixel(s) that roughness_window={roughness_window} "
-            f"needs on each side: every task would read more halo than tile. Use tile >= {depth} "
-            "(the default 2048 suits any window)")
-    if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
-        raise ValueError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
-    src = os.fspath(src)
-    if _is_local(src) and not os.path.isfile(src):
-        raise FileNotFoundError(f"DEM file not found: {src}" + (" (a directory)" if os.path.isdir(src) else ""))
-
-    dem = _open_band(src, band)
-    if dem.rio.crs is None:
-        raise ValueError(
-            f"{src} has no CRS, so the metric pixel size is unknown. Set it in the file, e.g. "
-            f"`gdal_edit.py -a_srs IAU_2015:30100 {src}` for a lunar lon/lat grid or IAU_2015:30110 "
-            "for lunar equirectangular metres (or open it with rioxarray and use terrain_pipeline "
-            "after dem.rio.write_crs(...))")
-    grid = grid_of(dem)
-    dtype = _work_dtype(dem)
-    ny, nx = dem.shape
+    plan = _plan_tiles(src, azimuth=azimuth, altitude=altitude, roughness_window=roughness_window,
+                       products=products, hillshade_scale=hillshade_scale, edges=edges, engine=engine, band=band,
+                       tile=tile, max_in_flight=max_in_flight, tile_multiple=16)
+    src, products, dtype, job, tiles, attrs = plan.src, plan.job.products, plan.dtype, plan.job, plan.tiles, plan.attrs
+    ny, nx = plan.dem.shape
     with rasterio.open(src) as f:
         crs, transform = f.crs, f.transform
 
@@ -783,12 +816,6 @@ def terrain_to_geotiff(src: str | os.PathLike, dst: str | os.PathLike | Mapping[
                          BIGTIFF="IF_SAFER")
     if compress:
         profile.update(compress=compress, predictor=3, NUM_THREADS="ALL_CPUS")
-    attrs = _product_attrs(azimuth, altitude, hillshade_scale == "unit", roughness_window)
-    job = _TileJob(src=src, band=band, grid=grid, dtype=dtype.str, products=products, azimuth=float(azimuth),
-                   altitude=float(altitude), hs_unit=hillshade_scale == "unit",
-                   roughness_window=int(roughness_window), edges=edges, engine=engine)
-    tiles = [(r0, min(ny, r0 + tile), c0, min(nx, c0 + tile))
-             for r0 in range(0, ny, tile) for c0 in range(0, nx, tile)]
     partial = {p: path.with_name(path.name + ".partial") for p, path in paths.items()}
     done = False
     try:
@@ -806,11 +833,7 @@ def terrain_to_geotiff(src: str | os.PathLike, dst: str | os.PathLike | Mapping[
                 for k, out in enumerate(outs):
                     out.write(result[k], 1, window=Window(c0, r0, c1 - c0, r1 - r0))
 
-            if client is None:
-                for t in tiles:
-                    write(t, _terrain_tile(job, *t))
-            else:
-                _run_tiles(client, job, tiles, write, max_in_flight)
+            _run_tiles(client, _terrain_tile, (job,), tiles, write, max_in_flight)
         for p, path in paths.items():
             os.replace(partial[p], path)
         done = True
@@ -821,9 +844,16 @@ def terrain_to_geotiff(src: str | os.PathLike, dst: str | os.PathLike | Mapping[
     return paths
 
 
-def _run_tiles(client: Client, job: _TileJob, tiles: list[tuple[int, int, int, int]],
-               write: Callable[[tuple[int, int, int, int], np.ndarray], None], max_in_flight: int | None) -> None:
-    """Submit the tiles with at most ``max_in_flight`` unwritten at a time; write each as it arrives."""
+def _run_tiles(client: Client | None, task: Callable, args: tuple, tiles: list[tuple[int, int, int, int]],
+               write: Callable[[tuple[int, int, int, int], object], None], max_in_flight: int | None) -> None:
+    """``write(t, task(*args, *t))`` for every tile ``t``: in this process one after another when ``client``
+    is None, else as tasks on the cluster with at most ``max_in_flight`` unwritten at a time, each result
+    written (and released) as it arrives."""
+    if client is None:
+        for t in tiles:
+            write(t, task(*args, *t))
+        return
+
     import uuid
 
     from distributed import as_completed
@@ -834,7 +864,7 @@ def _run_tiles(client: Client, job: _TileJob, tiles: list[tuple[int, int, int, i
     pending: dict = {}
 
     def submit(t: tuple[int, int, int, int]):
-        fut = client.submit(_terrain_tile, job, *t, key=f"lunarhub-terrain-tile-{run}-{t[0]}-{t[2]}", pure=False)
+        fut = client.submit(task, *args, *t, key=f"lunarhub-terrain-tile-{run}-{t[0]}-{t[2]}", pure=False)
         pending[fut] = t
         return fut
 
@@ -852,6 +882,90 @@ def _run_tiles(client: Client, job: _TileJob, tiles: list[tuple[int, int, int, i
     except BaseException:
         client.cancel(list(pending))
         raise
+
+
+# --- GeoTIFF in, Zarr store out: every tile task writes its own chunks ----------------------------
+
+def terrain_to_zarr(src: str | os.PathLike, store: str | os.PathLike, azimuth: float = 315.0,
+                    altitude: float = 45.0, roughness_window: int = 3, *,
+                    products: Sequence[str] = ("slope", "hillshade", "roughness"),
+                    hillshade_scale: Literal["byte", "unit"] = "byte", edges: Edges = "nan",
+                    engine: Engine = "auto", band: int = 1, tile: int = 2048, client: Client | None = None,
+                    compress: bool = True, overwrite: bool = False,
+                    max_in_flight: int | None = None) -> Path | str:
+    """:func:`terrain_pipeline` from a DEM file into a Zarr store, tile by tile, written by the workers.
+
+    The same tiles, halo, decoding and checks as :func:`terrain_to_geotiff` (``tile`` need not be
+    a multiple of 16 here, only at least 16 and at least the halo), but the products do not come
+    back: this process first creates the store (metadata and coordinates only: one variable per
+    product, chunks of ``tile`` x ``tile``, the DEM's CRS as the ``spatial_ref`` coordinate
+    rioxarray reads, NaN as the fill value), then each tile task reads its window plus the halo,
+    runs the fused kernel and writes its tile of every product straight into the store. Tiles are
+    the store's chunks, so no two tasks write the same chunk, and a task returns only its pixel
+    count. At most ``max_in_flight`` tasks are submitted at once (default: twice the cluster's
+    worker threads). ``client=None`` runs the tiles one after another in this process.
+
+    The values are the same, bit for bit, as :func:`terrain_pipeline` on the whole DEM read with
+    ``rioxarray.open_rasterio(src, mask_and_scale=True)``; ``xr.open_zarr(store)`` gives them back
+    with ``.rio.crs`` set. ``store``: a directory path (or an fsspec URL string) every worker can
+    write to at the same path. An existing store is refused unless ``overwrite=True``, which
+    replaces it. ``compress=False`` stores chunks uncompressed (else Zarr's default codec). If a
+    tile fails, a local store is removed, so a store that exists is complete. Returns the store
+    (a ``Path`` for a local directory).
+    """
+    from affine import Affine
+
+    plan = _plan_tiles(src, azimuth=azimuth, altitude=altitude, roughness_window=roughness_window,
+                       products=products, hillshade_scale=hillshade_scale, edges=edges, engine=engine, band=band,
+                       tile=tile, max_in_flight=max_in_flight, tile_multiple=1)
+    store = os.fspath(store)
+    local = _is_local(store)
+    if local:
+        if _is_local(plan.src) and os.path.abspath(store) == os.path.abspath(plan.src):
+            raise ValueError(f"the store is the DEM itself ({store}); choose another path")
+        if os.path.lexists(store) and not overwrite:
+            raise FileExistsError(f"Zarr store {store} already exists; pass overwrite=True to replace it "
+                                  "or choose another path")
+        if os.path.isfile(store):
+            raise ValueError(f"{store} is a file, not a Zarr store (a directory); remove it or choose another path")
+    dem, dtype, ny, nx = plan.dem, plan.dtype, *plan.dem.shape
+    template = da.empty((ny, nx), chunks=(tile, tile), dtype=dtype)
+    variables = {p: _finish(xr.DataArray(template, coords=dem.coords, dims=dem.dims), dem, None, **plan.attrs[p])
+                 for p in plan.job.products}
+    ds = _with_crs(xr.Dataset(variables), plan.job.grid.crs)
+    ds.rio.write_transform(Affine(*plan.job.grid.transform), inplace=True)  # exact, not re-derived from x/y
+    _drop_accessor(ds)
+    for p in plan.job.products:  # so that xr.open_zarr(store) reads spatial_ref back as a coordinate
+        ds.variables[p].encoding["coordinates"] = "spatial_ref"
+    encoding = {p: {"chunks": (tile, tile), "_FillValue": np.nan, **({} if compress else {"compressors": None})}
+                for p in plan.job.products}
+    written: list[int] = []
+    # Metadata and coordinates only; the product chunks are written by the tile tasks.
+    with warnings.catch_warnings():  # zarr 3: consolidated metadata is not in the v3 spec (xarray reads it)
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        ds.to_zarr(store, mode="w" if overwrite else "w-", encoding=encoding, compute=False)
+    done = False  # from here on the store is ours: remove it if a tile fails
+    try:
+        _run_tiles(client, _terrain_tile_to_zarr, (plan.job, store), plan.tiles,
+                   lambda t, n: written.append(n), max_in_flight)
+        if sum(written) != ny * nx:  # a task that silently skipped its tile would leave fill values
+            raise RuntimeError(f"tiles wrote {sum(written)} of {ny * nx} pixels into {store}")
+        done = True
+    finally:
+        if not done and local:
+            shutil.rmtree(store, ignore_errors=True)
+    return Path(store) if local else store
+
+
+def _terrain_tile_to_zarr(job: _TileJob, store: str, r0: int, r1: int, c0: int, c1: int) -> int:
+    """One tile task of :func:`terrain_to_zarr`: compute the tile and write it into each product's chunk."""
+    import zarr
+
+    result = _terrain_tile(job, r0, r1, c0, c1)
+    group = zarr.open_group(store, mode="r+")
+    for k, name in enumerate(job.products):
+        group[name][r0:r1, c0:c1] = result[k]
+    return int(result[0].size)
 
 
 # --- Roughness -----------------------------------------------------------------------------

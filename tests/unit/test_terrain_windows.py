@@ -1,4 +1,4 @@
-"""lunarhub.terrain.terrain_to_geotiff: the tile-by-tile GeoTIFF route equals the in-memory pipeline."""
+"""lunarhub.terrain.terrain_to_geotiff and terrain_to_zarr: the tile-by-tile routes equal the in-memory pipeline."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import rioxarray
+import xarray as xr
 from rasterio.enums import Compression
 from rasterio.transform import from_origin
 
@@ -227,3 +228,135 @@ def test_other_bad_arguments_say_what_is_wrong(dem_path: Path, tmp_path: Path) -
         terrain.terrain_to_geotiff(dem_path, tmp_path, edges="wrap")
     with pytest.raises(ValueError, match="window must be an odd integer"):
         terrain.terrain_to_geotiff(dem_path, tmp_path, roughness_window=4)
+
+
+# --- terrain_to_zarr: the same tiles, written into a Zarr store by the tasks themselves -------------
+
+def read_zarr(store: Path) -> dict[str, np.ndarray]:
+    ds = xr.open_zarr(store, chunks=None)  # no dask: read here, not on a test's cluster
+    return {name: ds[name].values for name in ds.data_vars}
+
+
+@pytest.mark.parametrize("edges", ["nan", "nearest"])
+@pytest.mark.parametrize("engine", ["auto", "numpy"])
+def test_zarr_tiles_equal_the_in_memory_pipeline_bit_for_bit(dem_path: Path, tmp_path: Path, edges: str,
+                                                             engine: str) -> None:
+    # tile 20 (not a multiple of 16: fine for Zarr): 130 columns leave a ragged 10-pixel last column of
+    # tiles, and the nodata hole at rows 40:44, columns 60:63 starts exactly on the corner of four tiles.
+    kw = dict(azimuth=300.0, altitude=30.0, roughness_window=5, products=ALL, edges=edges, engine=engine)
+    store = terrain.terrain_to_zarr(dem_path, tmp_path / "out.zarr", tile=20, **kw)
+    assert store == tmp_path / "out.zarr"
+    got, want = read_zarr(store), in_memory(dem_path, **kw)
+    assert set(got) == set(ALL)
+    for name in ALL:
+        assert got[name].dtype == np.float32
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert np.isnan(got["slope"][39:45, 59:64]).all() and np.isnan(got["roughness"][38, 58])
+    assert np.isfinite(got["slope"][30:37, 50:57]).all()
+    ds = xr.open_zarr(store)
+    assert ds.slope.encoding["chunks"] == (20, 20) and ds.slope.attrs["units"] == "degree"
+
+
+def test_zarr_hole_on_a_tile_corner_and_global_wrap(tmp_path: Path) -> None:
+    # 5-degree global grid (columns wrap at 360 degrees, float64) with a nodata hole on the corner where
+    # four 16-pixel tiles meet; 36 x 72 is not a multiple of 16.
+    z = rough_surface(36, 72, seed=2) * 50.0
+    z[15:17, 31:34] = -9999.0
+    path = write_dem(tmp_path / "global.tif", z, crs="IAU_2015:30100", transform=from_origin(0.0, 90.0, 5.0, 5.0),
+                     nodata=-9999.0)
+    kw = dict(products=ALL, edges="nearest", roughness_window=3)
+    got = read_zarr(terrain.terrain_to_zarr(path, tmp_path / "g.zarr", tile=16, **kw))
+    want = in_memory(path, **kw)
+    for name in ALL:
+        assert got[name].dtype == np.float64
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert np.isnan(got["slope"][15:17, 31:34]).all() and np.isfinite(got["slope"][:, 0]).all()
+
+
+def test_zarr_store_carries_the_crs_transform_and_nan_fill(dem_path: Path, tmp_path: Path) -> None:
+    store = terrain.terrain_to_zarr(dem_path, tmp_path / "out.zarr", tile=64, compress=False)
+    ds = xr.open_zarr(store)
+    with rasterio.open(dem_path) as src:
+        crs, transform = src.crs, src.transform
+    assert ds.rio.crs == crs and ds.slope.rio.crs == crs
+    assert ds.rio.transform() == transform
+    assert np.isnan(ds.slope.encoding["_FillValue"]) and ds.slope.encoding["compressors"] in (None, ())
+    assert set(ds.data_vars) == {"slope", "hillshade", "roughness"} and "spatial_ref" in ds.coords
+    assert ds.hillshade.attrs["azimuth"] == "315.0"
+
+
+def test_zarr_on_a_local_dask_cluster_the_tasks_write_and_return_only_counts(dem_path: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import Client, LocalCluster
+
+    results = []
+    real = terrain._run_tiles
+
+    def spy(client, task, args, tiles, write, max_in_flight):
+        def record(t, result):
+            results.append(result)
+            write(t, result)
+        return real(client, task, args, tiles, record, max_in_flight)
+
+    monkeypatch.setattr(terrain, "_run_tiles", spy)
+    kw = dict(roughness_window=3, products=ALL)
+    alone = read_zarr(terrain.terrain_to_zarr(dem_path, tmp_path / "alone.zarr", tile=32, **kw))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        results.clear()
+        on_cluster = read_zarr(terrain.terrain_to_zarr(dem_path, tmp_path / "cluster.zarr", tile=32, client=client,
+                                                       **kw))
+        assert len(results) == 4 * 5 and all(type(n) is int for n in results) and sum(results) == 100 * 130
+        one = read_zarr(terrain.terrain_to_zarr(dem_path, tmp_path / "one.zarr", tile=48, client=client,
+                                                max_in_flight=1, **kw))
+        assert not client.who_has()
+    want = in_memory(dem_path, **kw)
+    for name in ALL:
+        np.testing.assert_array_equal(on_cluster[name], alone[name], err_msg=name)
+        np.testing.assert_array_equal(one[name], want[name], err_msg=name)
+
+
+def test_zarr_existing_store_is_refused_unless_overwrite(dem_path: Path, tmp_path: Path) -> None:
+    store = tmp_path / "out.zarr"
+    terrain.terrain_to_zarr(dem_path, store, tile=64, products=("slope",))
+    with pytest.raises(FileExistsError, match=r"out\.zarr already exists; pass overwrite=True"):
+        terrain.terrain_to_zarr(dem_path, store, tile=64)
+    terrain.terrain_to_zarr(dem_path, store, tile=64, products=("roughness",), overwrite=True)
+    assert list(xr.open_zarr(store).data_vars) == ["roughness"]  # replaced, not merged
+
+
+def test_zarr_a_failing_task_removes_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_dem(tmp_path / "dem.tif", rough_surface(40, 40).astype(np.float32))
+    real = terrain._run_tiles
+
+    def vanish_then_run(*args, **kw):  # the DEM disappears after the store is created, before the tasks
+        path.unlink()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(terrain, "_run_tiles", vanish_then_run)
+    with pytest.raises(FileNotFoundError, match="filesystem every dask worker can read"):
+        terrain.terrain_to_zarr(path, tmp_path / "out.zarr", tile=16)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_zarr_bad_inputs_say_what_is_wrong(dem_path: Path, tmp_path: Path) -> None:
+    store = tmp_path / "out.zarr"
+    with pytest.raises(FileNotFoundError, match=r"DEM file not found: .*nope\.tif"):
+        terrain.terrain_to_zarr(tmp_path / "nope.tif", store)
+    nocrs = write_dem(tmp_path / "nocrs.tif", rough_surface(20, 20).astype(np.float32), crs=None)
+    with pytest.raises(ValueError, match=r"nocrs\.tif has no CRS.*gdal_edit\.py -a_srs IAU_2015:30100"):
+        terrain.terrain_to_zarr(nocrs, store)
+    with pytest.raises(ValueError, match=r"tile=16 is smaller than the halo of 17 pixel\(s\).*roughness_window=35"):
+        terrain.terrain_to_zarr(dem_path, store, tile=16, roughness_window=35)
+    with pytest.raises(ValueError, match=r"tile must be an integer of at least 16 pixels, got 8"):
+        terrain.terrain_to_zarr(dem_path, store, tile=8)
+    with pytest.raises(ValueError, match=r"unknown product\(s\) 'slop'"):
+        terrain.terrain_to_zarr(dem_path, store, products=("slop", "hillshade"))
+    with pytest.raises(ValueError, match="is the DEM itself"):
+        terrain.terrain_to_zarr(dem_path, dem_path, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a Zarr store"):
+        terrain.terrain_to_zarr(dem_path, tmp_path / "file", overwrite=True)
+    with pytest.raises(ValueError, match="band=2 does not exist"):
+        terrain.terrain_to_zarr(dem_path, store, band=2)
+    assert not store.exists()  # every check ran before anything was written
