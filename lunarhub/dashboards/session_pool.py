@@ -11,7 +11,8 @@ idle again.
 
 Not pooled: apps whose code reads the visitor (`pn.state.user`, cookies,
 headers, query arguments, `session_context`): their content depends on who
-asks. Those apps are built per visit as before (see `depends_on_visitor`).
+asks; and apps with periodic callbacks, which every idle ready session would run.
+Those apps are built per visit as before (see `depends_on_visitor`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from typing import Any
 
 log = logging.getLogger("lunarhub.dashboards.pool")
 
-# Anything through which the built page could depend on who is asking.
+# Anything through which the built page could depend on who is asking, and periodic
+# callbacks (a ready session nobody watches would run them for nothing, times the pool size).
 VISITOR_RE = re.compile(
     r"state\s*\.\s*(user|user_info|cookies|headers|session_args|location|access_token|refresh_token"
-    r"|session_info)\b|session_context|\bcurdoc\s*\(\s*\)\s*\.\s*session|\brequest\s*\.")
+    r"|session_info)\b|session_context|\bcurdoc\s*\(\s*\)\s*\.\s*session|\brequest\s*\."
+    r"|add_periodic_callback")
 IDLE_SECONDS = 1.0  # quiet for this long: the server may build the next spare session
 CONNECT_WAIT = 15.0  # a visitor who got a session but never connects stops holding the pool back
 RETRY_SECONDS = 10.0  # after a failed build (e.g. a data site down), try again this much later

@@ -199,6 +199,7 @@ def test_pool_size_zero_is_plain_panel_serve(serve):
     ("args = pn.state.session_args", True),
     ("pn.state.location.search", True),
     ("pn.state.curdoc.session_context.request", True),
+    ("pn.state.add_periodic_callback(refresh, period=1000)", True),
     ("dem = pn.state.as_cached('dem', load)\npn.Column(x).servable()", False),
     ("user_count = 3  # a variable called user is fine", False),
 ])
