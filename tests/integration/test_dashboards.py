@@ -10,6 +10,7 @@ import re
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -96,6 +97,43 @@ def test_pages_load_bokeh_and_panel_from_the_shared_gallery_copy(published):
     assert "max-age" in r.headers.get("Cache-Control", "")
     assert requests.get(ds.url + "/services/dashboards/static/bokeh/../../secrets", timeout=30).status_code == 404
     assert requests.get(ds.url + "/services/dashboards/static/panel/package.json", timeout=30).status_code == 404
+
+
+def test_publish_from_the_jupyterlab_launcher(published):
+    """The launcher tile 'Publish dashboard' (jupyter-server-proxy entry point) in the user's own
+    lab server: lists their notebooks, publishes through the same validation and sharing."""
+    import pwd
+    import re
+    import shutil
+
+    ds = published
+    ds.start_server("cn-scientist")
+    try:
+        entry = pwd.getpwnam("cn-scientist")
+        folder = Path(entry.pw_dir) / "launcher-demo"
+        folder.mkdir(exist_ok=True)
+        shutil.copy(EXAMPLE, folder / "lola.ipynb")
+        for p in (folder, folder / "lola.ipynb"):
+            os.chown(p, entry.pw_uid, entry.pw_gid)
+        tok = ds.token("cn-scientist")
+        info = ds.request("GET", "/user/cn-scientist/server-proxy/servers-info", tok).json()
+        tile = [x for x in info["server_processes"] if x["name"] == "lunarhub-publish"]
+        assert tile and tile[0]["launcher_entry"]["enabled"], info
+        form = ds.request("GET", "/user/cn-scientist/lunarhub-publish/", tok, timeout=120)
+        assert form.status_code == 200, form.text[:300]
+        assert 'value="launcher-demo/lola.ipynb"' in form.text
+        token = re.search(r'name="token" value="([^"]+)"', form.text).group(1)
+        r = ds.request("POST", "/user/cn-scientist/lunarhub-publish/publish", tok, timeout=300,
+                       data={"token": token, "notebook": "launcher-demo/lola.ipynb", "title": "LOLA from the launcher",
+                             "share_with": "reviewers"})
+        assert r.status_code == 200 and "Published" in r.text, r.text[:1000]
+        listed = api(ds, "GET", "api/dashboards", "reviewer").json()["dashboards"]
+        assert any(x["slug"] == "lola-from-the-launcher" and x["owner"] == "cn-scientist" for x in listed)
+        # Someone else's lab cannot reach this user's launcher app.
+        assert ds.request("GET", "/user/cn-scientist/lunarhub-publish/", ds.token("ru-scientist")).status_code == 403
+    finally:
+        as_user(ds, "cn-scientist", "unpublish", "lola-from-the-launcher")
+        ds.stop_server("cn-scientist")
 
 
 def test_dashboard_runs_as_publisher_behind_proxy(published):
