@@ -16,24 +16,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .store import snapshot_notebook, version_dir_of_app
+
 
 def check_apps(apps: list[str]) -> list[str]:
     problems = []
     for app in apps:
         path = Path(app)
-        version_dir = path.parent.parent / path.stem
-        notebook_ok = False
+        version_dir = version_dir_of_app(path)
         try:
-            import json
-
-            meta = json.loads((version_dir / "metadata.json").read_text(encoding="utf-8"))
-            notebook_ok = (version_dir / "files" / meta["notebook"]).is_file()
+            notebook = snapshot_notebook(version_dir)
             path.read_text(encoding="utf-8")
         except (OSError, ValueError, KeyError) as exc:
             problems.append(f"{version_dir.name}: snapshot unreadable ({exc.__class__.__name__}: {exc})")
             continue
-        if not notebook_ok:
-            problems.append(f"{version_dir.name}: the snapshot's notebook {meta['notebook']!r} is missing")
+        if not notebook.is_file():
+            name = str(notebook.relative_to(version_dir / "files"))
+            problems.append(f"{version_dir.name}: the snapshot's notebook {name!r} is missing")
     return problems
 
 

@@ -77,10 +77,10 @@ async def visit(url: str, cookies: str = "", origin: str = "", fetch_assets: boo
     if not match:
         raise RuntimeError(f"{url}: no Bokeh session token in the page (HTTP {page.code}): {html[:200]!r}")
     out.phases["page"] = time.perf_counter() - t0
+    # Relative to the page, as a browser resolves them.
     out.assets = [urljoin(url, a or b) for a, b in ASSET_RE.findall(html)]
     if fetch_assets:
-        for asset in dict.fromkeys(a or b for a, b in ASSET_RE.findall(html)):
-            full = urljoin(url, asset)  # relative to the page, as a browser resolves it
+        for full in dict.fromkeys(out.assets):
             if urlsplit(full).netloc != urlsplit(url).netloc:
                 continue  # nothing leaves the machine: a CDN link would fail in a browser too
             r = await client.fetch(HTTPRequest(full, headers=headers, request_timeout=timeout))

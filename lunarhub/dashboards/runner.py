@@ -72,8 +72,8 @@ def run_cells(notebook: Path, namespace: dict[str, Any], workdir: Path,
 
 def serve_snapshot(version_dir: Path, namespace: dict[str, Any]) -> None:
     """Entry point of the generated apps/v<N>.py files `panel serve` runs."""
-    meta = json.loads((version_dir / "metadata.json").read_text(encoding="utf-8"))
-    files = version_dir / "files"
-    notebook = files / meta["notebook"]
+    from .store import snapshot_notebook
+
+    notebook = snapshot_notebook(version_dir)
     namespace.setdefault("__file__", str(notebook))
     run_cells(notebook, namespace, notebook.parent)

@@ -19,11 +19,12 @@ def main(argv: list[str]) -> int:
     apps = [a for a in rest if a.endswith(".py") and not a.startswith("-")]
     if int(size) > 0 and apps:
         from .session_pool import install
+        from .store import VERSION_RE
 
         # `panel serve` names each app after its file: apps/v1.py is served at /v1. Only the
         # latest version (the one the gallery opens) keeps ready sessions; older ones are
         # built per visit.
-        latest = max(apps, key=_version_number)
+        latest = max(apps, key=lambda a: int(m.group(1)) if (m := VERSION_RE.match(Path(a).stem)) else -1)
         install(int(size), {"/" + Path(latest).stem: latest})
     static = os.environ.get("LUNARHUB_SHARED_STATIC")
     if static:
@@ -34,11 +35,6 @@ def main(argv: list[str]) -> int:
 
     sys.argv = ["panel", "serve", *rest]
     return panel_main() or 0
-
-
-def _version_number(app: str) -> int:
-    stem = Path(app).stem
-    return int(stem[1:]) if stem[:1] == "v" and stem[1:].isdigit() else -1
 
 
 if __name__ == "__main__":

@@ -61,18 +61,15 @@ def depends_on_visitor(source: str) -> bool:
 
 
 def app_source(app_file: str) -> str:
-    """The code an app runs: the generated apps/vN.py and the notebook of its snapshot."""
-    import json
+    """The code an app runs: the generated apps/vN.py and the notebook cells of its snapshot,
+    as runner.py runs them."""
+    from .runner import code_cells
+    from .store import snapshot_notebook, version_dir_of_app
 
     path = Path(app_file)
     text = path.read_text(encoding="utf-8")
-    version_dir = path.parent.parent / path.stem
     try:
-        meta = json.loads((version_dir / "metadata.json").read_text(encoding="utf-8"))
-        nb = json.loads((version_dir / "files" / meta["notebook"]).read_text(encoding="utf-8"))
-        cells = nb.get("cells", [])
-        text += "\n".join("".join(c.get("source", "")) if isinstance(c.get("source"), list) else c.get("source", "")
-                          for c in cells if c.get("cell_type") == "code")
+        text += "\n".join(src for _, src in code_cells(snapshot_notebook(version_dir_of_app(path))))
     except (OSError, ValueError, KeyError):
         pass  # not a snapshot (tests, plain scripts): judge the file alone
     return text
@@ -90,7 +87,6 @@ class SessionPool:
         self.last_activity = 0.0
         self.building = False
         self.build_seconds = 0.0
-        self.handed_out = 0
         self.awaiting: list[tuple[float, Any]] = []  # handed out, websocket not connected yet
         self.retry_at: dict[str, float] = {}
 
@@ -114,7 +110,6 @@ class SessionPool:
         while queue:
             session = queue.popleft()
             if not session.destroyed:
-                self.handed_out += 1
                 self.awaiting.append((self.last_activity, session))
                 return session
         return None

@@ -80,6 +80,18 @@ def slug_of_server(name: str) -> str | None:
     return None
 
 
+def version_dir_of_app(app: str | Path) -> Path:
+    """The snapshot `apps/v<N>.py` serves: the `v<N>` folder beside `apps/` (layout above)."""
+    return Path(app).parent.parent / Path(app).stem
+
+
+def snapshot_notebook(version_dir: Path) -> Path:
+    """A version's published notebook, as its metadata.json names it (OSError, ValueError or
+    KeyError when the snapshot is unreadable)."""
+    meta = json.loads((version_dir / "metadata.json").read_text(encoding="utf-8"))
+    return version_dir / "files" / meta["notebook"]
+
+
 def check_relpath(name: str) -> PurePosixPath:
     """A declared file's path inside the snapshot: relative, no '..', no oddities."""
     norm = unicodedata.normalize("NFC", name).replace("\\", "/")
