@@ -68,9 +68,13 @@ class Grid:
         a, _, _, _, e, f = self.transform
         if not self.geographic:
             return a
-        lat = np.deg2rad(f + e * (rows + 0.5))
-        # Pixel width shrinks with cos(latitude) on the sphere.
-        return (self.radius_m * np.cos(lat) * np.deg2rad(a))[:, None]
+        lat = np.deg2rad(f + e * (np.asarray(rows) + 0.5))
+        # Pixel width shrinks with cos(latitude) on the sphere. cos comes from libm one row at a
+        # time, not from numpy's SIMD ufunc: numpy's result for a row can depend on the CPU and on
+        # where the row falls in a vector, which would make a row's width (and every product) differ
+        # by an ULP between a chunk and the whole DEM. See "Numerical contract" in docs/terrain.md.
+        cos_lat = np.fromiter((math.cos(v) for v in lat.tolist()), dtype=np.float64, count=lat.size)
+        return (self.radius_m * cos_lat * np.deg2rad(a))[:, None]
 
     def y_step_m(self) -> float:
         """Signed metres per row step (positive northwards; negative for north-up rasters)."""
@@ -250,8 +254,9 @@ _RAD2DEG = 180.0 / math.pi
 
 # atan(x) for x >= 0 as in Cephes (S. Moshier): range reduction by tan(3pi/8) and 0.66, then a
 # rational function; relative error ~1e-16. Written out with selects instead of calling libm so
-# that the compiled row loop vectorizes, and so numpy (the fallback) can evaluate it in exactly
-# the same operations: both engines give bit-identical slopes.
+# that the compiled row loop vectorizes, and so numpy (the fallback) evaluates it in exactly the
+# same correctly rounded operations: slopes are the same bits on both engines and on any CPU, which
+# numpy's CPU-dependent SIMD arctan would not give (docs/terrain.md, "Numerical contract").
 _T3P8 = 2.41421356237309504880
 _MOREBITS = 6.123233995736765886130e-17
 _AP = (-8.750608600031904122785e-1, -1.615753718733365076637e1, -7.500855792314704667340e1,
@@ -772,9 +777,9 @@ def terrain_to_geotiff(src: str | os.PathLike, dst: str | os.PathLike | Mapping[
     outputs as they arrive. No task depends on another, so a task holds one tile and its halo
     whatever the DEM's size, and at most ``max_in_flight`` tiles (default: twice the worker
     threads the cluster has when called, at least 2) exist at once: memory stays flat as the
-    DEM grows. The results are the same, bit for
-    bit, as :func:`terrain_pipeline` on the whole DEM in memory (the halo outside the DEM follows
-    ``edges``; a 360-degree geographic grid wraps around in longitude).
+    DEM grows. The results equal :func:`terrain_pipeline` on the whole DEM in memory within the
+    numerical contract of docs/terrain.md (the halo outside the DEM follows ``edges``; a 360-degree
+    geographic grid wraps around in longitude).
 
     ``dst``: a directory (created if needed; files ``<src stem>_<product>.tif``) or a mapping
     ``{product: path}``. ``client``: a ``distributed.Client`` (LocalCluster, dask-gateway) to
@@ -905,7 +910,7 @@ def terrain_to_zarr(src: str | os.PathLike, store: str | os.PathLike, azimuth: f
     count. At most ``max_in_flight`` tasks are submitted at once (default: twice the cluster's
     worker threads). ``client=None`` runs the tiles one after another in this process.
 
-    The values are the same, bit for bit, as :func:`terrain_pipeline` on the whole DEM read with
+    The values equal (within the numerical contract of docs/terrain.md) :func:`terrain_pipeline` on the whole DEM read with
     ``rioxarray.open_rasterio(src, mask_and_scale=True)``; ``xr.open_zarr(store)`` gives them back
     with ``.rio.crs`` set. ``store``: a directory path (or an fsspec URL string) every worker can
     write to at the same path. An existing store is refused unless ``overwrite=True``, which
@@ -1030,13 +1035,51 @@ def _lonlat(grid: Grid, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray,
     return np.asarray(lon), np.asarray(lat)
 
 
+def _haversine_loop(lon, lat, lon0, lat0, km_per_rad, out):
+    """Haversine per element with libm's sin/cos/asin (compiled by numba: see
+    :func:`_compile_haversine`). One scalar call per element, so a pixel's distance does not depend
+    on the chunk it is in or on numpy's SIMD dispatch, and a threshold on it (``suitable``) gives
+    the same mask on every route."""
+    d2r = math.pi / 180.0
+    cos_lat0 = math.cos(lat0 * d2r)
+    for k in range(out.size):
+        la = lat[k] * d2r
+        s_lat = math.sin((la - lat0 * d2r) / 2.0)
+        s_lon = math.sin((lon[k] * d2r - lon0 * d2r) / 2.0)
+        h = s_lat * s_lat + math.cos(la) * cos_lat0 * (s_lon * s_lon)
+        h = 0.0 if h < 0.0 else (1.0 if h > 1.0 else h)
+        out[k] = km_per_rad * math.asin(math.sqrt(h)) if h == h else np.nan
+
+
+def _compile_haversine():
+    if _fused_numba is None:
+        return None
+    import numba
+
+    try:
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(_haversine_loop)
+    except RuntimeError:
+        return numba.njit(cache=False, nogil=True, error_model="numpy")(_haversine_loop)
+
+
+_haversine_numba = _compile_haversine()
+
+
 def great_circle_km(lon: np.ndarray, lat: np.ndarray, target: tuple[float, float],
                     radius_m: float = MOON_RADIUS_M) -> np.ndarray:
     """Haversine distance in km from (lon, lat) degrees to ``target`` = (lon, lat) degrees."""
+    lon, lat = np.broadcast_arrays(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64))
+    km_per_rad = 2 * radius_m / 1000.0
+    if _haversine_numba is not None:
+        out = np.empty(lon.shape, dtype=np.float64)
+        _haversine_numba(np.ascontiguousarray(lon).reshape(-1), np.ascontiguousarray(lat).reshape(-1),
+                         float(target[0]), float(target[1]), km_per_rad, out.reshape(-1))
+        return out
+    # Without numba: numpy's ufuncs, within a few ULPs of the above (docs/terrain.md).
     lon0, lat0 = np.deg2rad(target[0]), np.deg2rad(target[1])
     lon, lat = np.deg2rad(lon), np.deg2rad(lat)
     h = np.sin((lat - lat0) / 2) ** 2 + np.cos(lat) * np.cos(lat0) * np.sin((lon - lon0) / 2) ** 2
-    return 2 * radius_m / 1000.0 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
+    return km_per_rad * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
 
 
 def distance_to(dem: xr.DataArray, target: tuple[float, float]) -> xr.DataArray:

@@ -85,11 +85,12 @@ def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
     student.goto(ds.url + "/services/dashboards/")
     assert student.locator(".dashboard[data-slug=lola-explorer]").count() == 0
 
-    # Unpublish: the reviewer's next request is refused within seconds.
+    # Unpublish: the reviewer is refused once the token cache (seconds, not JupyterHub's 300) expires;
+    # the deadline is generous so a busy machine does not fail this.
     t0 = time.monotonic()
     assert as_user(ds, "cn-scientist", "unpublish", "lola-explorer").returncode == 0
     status = None
-    while time.monotonic() - t0 < 12:
+    while time.monotonic() - t0 < 150:
         r = page.goto(f"{ds.url}{DASH}/v{version}")
         status = r.status if r else None
         if status == 403:

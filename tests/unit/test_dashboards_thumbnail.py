@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 
 import numpy as np
 import pytest
@@ -93,11 +92,11 @@ BREAK = "import lunarhub.dashboards.thumbnail as _t\n"
     ("import time\n_t.make = lambda *a: time.sleep(600)", "did not finish in time"),
 ])
 def test_a_failing_thumbnail_never_refuses_the_publish(tmp_path, sabotage, reason):
-    t0 = time.monotonic()
+    # The hanging one is ended by the thumbnail's own grace ("did not finish in time"), not by the
+    # publish timeout, which would have refused the publish instead of returning it.
     ok = validate(nb(tmp_path, *HV_CELLS, BREAK + sabotage), timeout=120, thumbnail_grace=3)
     assert ok.roots >= 1 and ok.thumbnail is None
     assert ok.thumbnail_error is not None and reason in ok.thumbnail_error and "\n" not in ok.thumbnail_error
-    assert time.monotonic() - t0 < 60, "a hanging thumbnail held the publish for the whole timeout"
 
 
 def png(size: tuple[int, int] = (48, 30), **info: str) -> bytes:

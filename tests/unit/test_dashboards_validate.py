@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -49,11 +48,9 @@ def test_no_servable_object_is_refused(tmp_path):
 
 def test_a_notebook_that_never_finishes_is_stopped_at_the_timeout(tmp_path):
     path = nb(tmp_path, "x = 1", "import time\nwhile True:\n    time.sleep(0.1)")
-    t0 = time.monotonic()
     with pytest.raises(ValidationError, match=r"did not finish within 4 s \(cell 2 was still running\)") as err:
         validate(path, timeout=4)
     assert err.value.cell == 2
-    assert time.monotonic() - t0 < 15
 
 
 def test_a_hard_crash_is_reported(tmp_path):

@@ -12,6 +12,7 @@ import rioxarray
 import xarray as xr
 from rasterio.enums import Compression
 from rasterio.transform import from_origin
+from support.numerics import assert_products_agree
 
 from lunarhub import terrain
 
@@ -59,14 +60,13 @@ def dem_path(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("edges", ["nan", "nearest", "reflect"])
 @pytest.mark.parametrize("engine", ["auto", "numpy"])
-def test_tiles_equal_the_in_memory_pipeline_bit_for_bit(dem_path: Path, tmp_path: Path, edges: str,
+def test_tiles_agree_with_the_in_memory_pipeline(dem_path: Path, tmp_path: Path, edges: str,
                                                         engine: str) -> None:
     kw = dict(azimuth=300.0, altitude=30.0, roughness_window=5, products=ALL, edges=edges, engine=engine)
     paths = terrain.terrain_to_geotiff(dem_path, tmp_path / "out", tile=32, **kw)
     assert set(paths) == set(ALL) and all(p.name == f"dem_{n}.tif" for n, p in paths.items())
     got, want = read(paths), in_memory(dem_path, **kw)
-    for name in ALL:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_products_agree(got, want, what=f"geotiff tiles ({engine}, edges={edges})")
     # The hole is NaN (with its halo), not a -9999 m cliff; the rest is finite.
     assert np.isnan(got["slope"][41, 61]) and np.isnan(got["roughness"][38, 58])
     assert np.isfinite(got["slope"][1:-1, 1:-1][:30]).all()
@@ -86,7 +86,7 @@ def test_global_geographic_grid_wraps_across_the_tiles(tmp_path: Path) -> None:
     got, want = read(paths), in_memory(path, **kw)
     for name in ALL:
         assert got[name].dtype == np.float64
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_products_agree(got, want, what="tiles of a global grid")
     assert np.isfinite(got["slope"][:, 0]).all()  # the west edge saw its neighbours across 360 degrees
 
 
@@ -98,7 +98,7 @@ def test_integer_dem_with_nodata_is_decoded_like_open_rasterio(tmp_path: Path) -
     got, want = read(paths), in_memory(path, products=("slope", "roughness"))
     for name in got:
         assert got[name].dtype == np.float32
-        np.testing.assert_array_equal(got[name], want[name])
+    assert_products_agree(got, want, what="tiles of an int16 DEM")
     assert np.isnan(got["slope"][6, 21])
 
 
@@ -150,9 +150,8 @@ def test_on_a_local_dask_cluster_equals_no_client(dem_path: Path, tmp_path: Path
                                               max_in_flight=1, **kw))
         assert not client.who_has()  # every tile's result was released after writing
     want = in_memory(dem_path, **kw)
-    for name in ALL:
-        np.testing.assert_array_equal(on_cluster[name], alone[name], err_msg=name)
-        np.testing.assert_array_equal(one[name], want[name], err_msg=name)
+    assert_products_agree(on_cluster, alone, what="cluster vs no client")
+    assert_products_agree(one, want, what="one in flight vs in memory")
 
 
 def test_a_tile_job_pickles_for_worker_processes(dem_path: Path) -> None:
@@ -239,7 +238,7 @@ def read_zarr(store: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("edges", ["nan", "nearest"])
 @pytest.mark.parametrize("engine", ["auto", "numpy"])
-def test_zarr_tiles_equal_the_in_memory_pipeline_bit_for_bit(dem_path: Path, tmp_path: Path, edges: str,
+def test_zarr_tiles_agree_with_the_in_memory_pipeline(dem_path: Path, tmp_path: Path, edges: str,
                                                              engine: str) -> None:
     # tile 20 (not a multiple of 16: fine for Zarr): 130 columns leave a ragged 10-pixel last column of
     # tiles, and the nodata hole at rows 40:44, columns 60:63 starts exactly on the corner of four tiles.
@@ -250,7 +249,7 @@ def test_zarr_tiles_equal_the_in_memory_pipeline_bit_for_bit(dem_path: Path, tmp
     assert set(got) == set(ALL)
     for name in ALL:
         assert got[name].dtype == np.float32
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_products_agree(got, want, what=f"zarr tiles ({engine}, edges={edges})")
     assert np.isnan(got["slope"][39:45, 59:64]).all() and np.isnan(got["roughness"][38, 58])
     assert np.isfinite(got["slope"][30:37, 50:57]).all()
     ds = xr.open_zarr(store)
@@ -269,7 +268,7 @@ def test_zarr_hole_on_a_tile_corner_and_global_wrap(tmp_path: Path) -> None:
     want = in_memory(path, **kw)
     for name in ALL:
         assert got[name].dtype == np.float64
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_products_agree(got, want, what="tiles of a global grid")
     assert np.isnan(got["slope"][15:17, 31:34]).all() and np.isfinite(got["slope"][:, 0]).all()
 
 
@@ -311,9 +310,8 @@ def test_zarr_on_a_local_dask_cluster_the_tasks_write_and_return_only_counts(dem
                                                 max_in_flight=1, **kw))
         assert not client.who_has()
     want = in_memory(dem_path, **kw)
-    for name in ALL:
-        np.testing.assert_array_equal(on_cluster[name], alone[name], err_msg=name)
-        np.testing.assert_array_equal(one[name], want[name], err_msg=name)
+    assert_products_agree(on_cluster, alone, what="cluster vs no client")
+    assert_products_agree(one, want, what="one in flight vs in memory")
 
 
 def test_zarr_existing_store_is_refused_unless_overwrite(dem_path: Path, tmp_path: Path) -> None:
