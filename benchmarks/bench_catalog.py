@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
-from lunarhub import catalog, sites  # noqa: E402
+from lunarhub.data import catalog, sites  # noqa: E402
 from tests.sites_fixtures import make_deployment, start_site, stop_site  # noqa: E402
 
 HEADING = "## Catalog and data sites (issue 3)"

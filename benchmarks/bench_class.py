@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from conftest import make_stack, open_tmpdir
 
-    from lunarhub import accounts, courses
+    from lunarhub.courses import manage as courses
+    from lunarhub.platform import accounts
 
     stack = make_stack(open_tmpdir("bench-class"))
     stack.cli("up", timeout=240)

@@ -8,17 +8,17 @@ upsampling the real LOLA LDEM_4 and adding fractal detail, written as a tiled fl
 GeoTIFF in lunar equirectangular metres (IAU_2015:30110) so gdaldem can read it. Then it times,
 in this one run:
   (a) gdaldem slope, hillshade, roughness (single-threaded, Debian gdal-bin), one after another;
-  (b) lunarhub.terrain.terrain_pipeline on numpy, this process, one core: read, compute, write 3 GeoTIFFs;
+  (b) lunarhub.science.terrain.terrain_pipeline on numpy, this process, one core: read, compute, write 3 GeoTIFFs;
   (c) terrain_pipeline on a 2-worker dask cluster (1 thread each), sampling every worker's RSS
       meanwhile, in one or more of three ways (--mode; default windows,overlap):
-        windows: lunarhub.terrain.terrain_to_zarr(client=...): one independent task per chunk
+        windows: lunarhub.science.terrain.terrain_to_zarr(client=...): one independent task per chunk
                  reads the chunk plus its 1-pixel halo from the GeoTIFF, runs the fused kernel and
                  writes its chunk of each product into an uncompressed Zarr store that this process
                  created (metadata only) beforehand; only a pixel count comes back;
         overlap: the lazy route: rioxarray.open_rasterio(chunks=, lock=False) -> terrain_pipeline
                  (one dask overlap + one fused task per chunk) -> to_zarr, an uncompressed Zarr
                  store written chunk by chunk by the workers (no gather);
-        windows-tiff: lunarhub.terrain.terrain_to_geotiff(client=...): the same tasks return their
+        windows-tiff: lunarhub.science.terrain.terrain_to_geotiff(client=...): the same tasks return their
                  products and this process writes them into uncompressed tiled GeoTIFFs.
 --scheduler local: a LocalCluster of 2 single-threaded worker processes.
 --scheduler gateway: a real lunarhub stack with dask-gateway (started here, as root, on free
@@ -53,8 +53,8 @@ from rasterio.transform import from_origin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lunarhub import terrain  # noqa: E402
-from lunarhub.terrain_io import read_pds3_dem  # noqa: E402
+from lunarhub.science import terrain  # noqa: E402
+from lunarhub.science.terrain_io import read_pds3_dem  # noqa: E402
 
 LOLA = Path("/work/shared/data/lola/LDEM_4.LBL")
 if not LOLA.exists():

@@ -7,14 +7,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Submodules a notebook reaches as attributes (`lunarhub.doctor.report()`), imported on
+# Submodules a notebook reaches as attributes (`lunarhub.science.doctor.report()`), imported on
 # first use so `import lunarhub` stays light in the hub and the gateway.
 _LAZY = {"doctor", "terrain", "catalog", "pds", "dashboards"}
 
 
 def open_catalog(*args: Any, **kwargs: Any) -> Any:
-    """The federated catalog with what this user may read (see lunarhub.catalog)."""
-    from .catalog import open_catalog as _open
+    """The federated catalog with what this user may read (see lunarhub.data.catalog)."""
+    from lunarhub.data.catalog import open_catalog as _open
 
     return _open(*args, **kwargs)
 

@@ -85,12 +85,13 @@ class Stack:
         return proc
 
     def deployment(self):
-        from lunarhub import config, roster
+        from lunarhub import config
+        from lunarhub.config import roster
 
         return roster.effective(config.load(self.config))
 
     def password(self, user: str) -> str:
-        from lunarhub import secrets
+        from lunarhub.config import secrets
 
         return secrets.initial_passwords(self.deployment())[user]
 
@@ -98,7 +99,7 @@ class Stack:
         return self.cli("token", user).stdout.strip()
 
     def admin_token(self) -> str:
-        from lunarhub import secrets
+        from lunarhub.config import secrets
 
         return secrets.token(self.deployment(), "cli-api-token")
 

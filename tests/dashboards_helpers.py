@@ -44,7 +44,7 @@ def stop_dash_stack(s: Stack, tmp: Path | None) -> None:
 
 def server_env(s: Stack, user: str) -> dict[str, str]:
     """What the user's server would have: their data credentials, the gallery URL, a token."""
-    from lunarhub import hub
+    from lunarhub.platform import hub
 
     env = {"LANG": "C.UTF-8", "HOME": f"/home/{user}", "JUPYTERHUB_USER": user}
     env.update(hub.spawn_environment(s.deployment(), user))

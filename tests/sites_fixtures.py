@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from lunarhub import config, sites
+from lunarhub import config
+from lunarhub.data import sites
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_USERS = """

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import secrets
-from ..config import Deployment
+from lunarhub.config import Deployment, secrets
 
 SERVICE = "dashboards"
 PREFIX = f"/services/{SERVICE}/"
@@ -55,19 +54,19 @@ def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
 
 
 def spawn_override(d: Deployment, spawner: Any) -> None:
-    from .servers import spawn_override as _override
+    from lunarhub.dashboards.servers import spawn_override as _override
 
     _override(d, spawner)
 
 
 def publish(notebook: str | Path, title: str, **kwargs: Any) -> dict[str, Any]:
     """Validate and publish a notebook; see lunarhub.dashboards.publish.publish."""
-    from .publish import publish as _publish
+    from lunarhub.dashboards.publish import publish as _publish
 
     return _publish(notebook, title, **kwargs)
 
 
 def unpublish(slug: str, **kwargs: Any) -> dict[str, Any]:
-    from .publish import unpublish as _unpublish
+    from lunarhub.dashboards.publish import unpublish as _unpublish
 
     return _unpublish(slug, **kwargs)

@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from .publish import PublishError, list_dashboards, publish, unpublish
-from .validate import DEFAULT_TIMEOUT, ValidationError
+from lunarhub.dashboards.publish import PublishError, list_dashboards, publish, unpublish
+from lunarhub.dashboards.validate import DEFAULT_TIMEOUT, ValidationError
 
 
 def _split(values: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .store import snapshot_notebook, version_dir_of_app
+from lunarhub.dashboards.store import snapshot_notebook, version_dir_of_app
 
 
 def check_apps(apps: list[str]) -> list[str]:

@@ -7,7 +7,7 @@ reason the publisher can act on, before anything is stored or started.
 
 from __future__ import annotations
 
-from ..config import Deployment, Role
+from lunarhub.config import Deployment, Role
 
 # Groups whose members get a lab (and so may publish): same set as hub.LAB_ROLES.
 PUBLISHER_ROLES = {Role.science, Role.instructor, Role.student, Role.admin}

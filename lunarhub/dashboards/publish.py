@@ -16,8 +16,8 @@ from typing import Any
 
 import requests
 
-from .store import StoreError, check_relpath
-from .validate import DEFAULT_TIMEOUT, validate
+from lunarhub.dashboards.store import StoreError, check_relpath
+from lunarhub.dashboards.validate import DEFAULT_TIMEOUT, validate
 
 
 class PublishError(RuntimeError):

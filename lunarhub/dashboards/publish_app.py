@@ -57,9 +57,9 @@ def _split(value: str) -> list[str]:
 def make_app(root: Path, publish_fn: Any = None) -> Any:
     from tornado import web
 
-    from .publish import PublishError, publish
-    from .store import StoreError
-    from .validate import ValidationError
+    from lunarhub.dashboards.publish import PublishError, publish
+    from lunarhub.dashboards.store import StoreError
+    from lunarhub.dashboards.validate import ValidationError
 
     do_publish = publish_fn or publish
     form_token = secrets.token_urlsafe(24)  # the proxy authenticates; this stops cross-site posts

@@ -72,7 +72,7 @@ def run_cells(notebook: Path, namespace: dict[str, Any], workdir: Path,
 
 def serve_snapshot(version_dir: Path, namespace: dict[str, Any]) -> None:
     """Entry point of the generated apps/v<N>.py files `panel serve` runs."""
-    from .store import snapshot_notebook
+    from lunarhub.dashboards.store import snapshot_notebook
 
     notebook = snapshot_notebook(version_dir)
     namespace.setdefault("__file__", str(notebook))

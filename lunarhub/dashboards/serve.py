@@ -18,8 +18,8 @@ def main(argv: list[str]) -> int:
     size, *rest = argv
     apps = [a for a in rest if a.endswith(".py") and not a.startswith("-")]
     if int(size) > 0 and apps:
-        from .session_pool import install
-        from .store import VERSION_RE
+        from lunarhub.dashboards.session_pool import install
+        from lunarhub.dashboards.store import VERSION_RE
 
         # `panel serve` names each app after its file: apps/v1.py is served at /v1. Only the
         # latest version (the one the gallery opens) keeps ready sessions; older ones are
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
         install(int(size), {"/" + Path(latest).stem: latest})
     static = os.environ.get("LUNARHUB_SHARED_STATIC")
     if static:
-        from .shared_static import install as share_static
+        from lunarhub.dashboards.shared_static import install as share_static
 
         share_static(static)
     from panel.command import main as panel_main

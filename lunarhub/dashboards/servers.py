@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import Deployment
-from . import PREFIX
-from .store import Store, slug_of_server
+from lunarhub.config import Deployment
+from lunarhub.dashboards import PREFIX
+from lunarhub.dashboards.store import Store, slug_of_server
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -25,15 +25,15 @@ from urllib.parse import quote, urlencode
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import ioloop, web
 
-from .. import config, roster, secrets
-from ..config import Deployment
-from ..spawner import log_tail
-from . import policy, thumbnail
-from .comments import Comments
-from .hubclient import Hub, HubError
-from .i18n import pick, t
-from .shared_static import FILE_RE, directories
-from .store import Dashboard, Store, StoreError, Version, check_slug, server_name, slugify
+from lunarhub import config
+from lunarhub.config import Deployment, roster, secrets
+from lunarhub.dashboards import policy, thumbnail
+from lunarhub.dashboards.comments import Comments
+from lunarhub.dashboards.hubclient import Hub, HubError
+from lunarhub.dashboards.i18n import pick, t
+from lunarhub.dashboards.shared_static import FILE_RE, directories
+from lunarhub.dashboards.store import Dashboard, Store, StoreError, Version, check_slug, server_name, slugify
+from lunarhub.platform.spawner import log_tail
 
 log = logging.getLogger("lunarhub.dashboards")
 # A start the gallery asked for and that is neither running nor pending any more
@@ -504,7 +504,7 @@ def _gid(d: Deployment, owner: str) -> int | None:
     try:
         return pwd.getpwnam(owner).pw_gid
     except KeyError:
-        from .. import accounts
+        from lunarhub.platform import accounts
 
         return accounts.ensure_system_user(d, owner).pw_gid
 

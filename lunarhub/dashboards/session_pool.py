@@ -63,8 +63,8 @@ def depends_on_visitor(source: str) -> bool:
 def app_source(app_file: str) -> str:
     """The code an app runs: the generated apps/vN.py and the notebook cells of its snapshot,
     as runner.py runs them."""
-    from .runner import code_cells
-    from .store import snapshot_notebook, version_dir_of_app
+    from lunarhub.dashboards.runner import code_cells
+    from lunarhub.dashboards.store import snapshot_notebook, version_dir_of_app
 
     path = Path(app_file)
     text = path.read_text(encoding="utf-8")

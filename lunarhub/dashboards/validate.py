@@ -140,7 +140,7 @@ def _child(notebook: Path, progress: Path, result: Path, thumb: Path | None = No
     from bokeh.document import Document
     from bokeh.server.contexts import ApplicationContext, BokehSessionContext
 
-    from .runner import CellError, run_cells
+    from lunarhub.dashboards.runner import CellError, run_cells
 
     out: dict[str, Any] = {"environment": environment()}
     with open(progress, "a") as prog:
@@ -170,7 +170,7 @@ def _child(notebook: Path, progress: Path, result: Path, thumb: Path | None = No
         prog.write("thumbnail\n")
         prog.flush()
         try:
-            from . import thumbnail
+            from lunarhub.dashboards import thumbnail
 
             # cwd is the notebook's folder (Popen): an image pane's relative path resolves
             with set_curdoc(doc):

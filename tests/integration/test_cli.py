@@ -102,7 +102,7 @@ def test_down_and_up_keep_users_groups_and_files(fresh):
     assert not psutil.pid_exists(server_pid), "down left a user server running"
     assert fresh.cli("status", check=False).returncode == 3
     # Nothing of ours keeps listening after down.
-    from lunarhub.process import port_in_use
+    from lunarhub.platform.supervisor import port_in_use
 
     for key in ("port", "hub_port", "proxy_api_port"):
         assert not port_in_use("127.0.0.1", fresh.data["hub"][key]), f"hub.{key} still in use after down"

@@ -345,7 +345,7 @@ def test_crashed_dashboard_shows_log_tail_to_author_only(published):
 
 def test_gallery_survives_hub_restart(published):
     ds = published
-    from lunarhub.cli import restart_hub
+    from lunarhub.cli.commands import restart_hub
 
     before = api(ds, "GET", "api/dashboards", "reviewer").json()["dashboards"]
     restart_hub(ds.deployment())

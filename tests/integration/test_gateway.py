@@ -304,7 +304,7 @@ def _run_in_kernel(s: Stack, user: str, token: str, code: str, timeout: float = 
 
 
 def test_gateway_down_hub_stays_up_with_clear_error(gw_stack: Stack, tokens: dict[str, str]) -> None:
-    from lunarhub import process
+    from lunarhub.platform import supervisor as process
 
     d = gw_stack.deployment()
     gw = _gateway(gw_stack, tokens["ru-scientist"])

@@ -19,7 +19,7 @@ SCIENTISTS = ["ru-scientist", "cn-scientist"]
 
 
 def server_pid(stack, user: str, name: str = "") -> int:
-    from lunarhub import secrets  # noqa: F401 - ensures package importable
+    from lunarhub.config import secrets  # noqa: F401 - ensures package importable
 
     info = stack.request("GET", f"/hub/api/users/{user}", stack.admin_token()).json()
     state = info["servers"][name].get("state") or {}
@@ -248,7 +248,7 @@ def _exists(user: str) -> bool:
 def test_hub_killed_while_users_work_recovers(stack):
     stack.start_server("cn-scientist")
     pid_before = server_pid(stack, "cn-scientist")
-    from lunarhub import process
+    from lunarhub.platform import supervisor as process
 
     d = stack.deployment()
     hub_pid = process.program_pid(d, "hub")

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from lunarhub import catalog, sites  # noqa: E402
+from lunarhub.data import catalog, sites  # noqa: E402
 from tests import sites_fixtures as sf  # noqa: E402
 
 # pytest fixtures shared with the benchmark and other site tests

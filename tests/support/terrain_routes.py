@@ -1,4 +1,4 @@
-"""Every route through lunarhub.terrain on the same DEMs, compared against one reference within the
+"""Every route through lunarhub.science.terrain on the same DEMs, compared against one reference within the
 numerical contract (docs/terrain.md). Run in-process by the unit tests, and as a script in a
 subprocess under numpy's CPU-feature switches (``NPY_DISABLE_CPU_FEATURES``), since numpy picks its
 SIMD kernels once, at import:
@@ -24,7 +24,7 @@ from rasterio.transform import from_origin
 if __package__ in (None, ""):  # run as a script: make `support` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lunarhub import terrain  # noqa: E402
+from lunarhub.science import terrain  # noqa: E402
 from support.numerics import assert_products_agree  # noqa: E402
 
 ALL = ("slope", "aspect", "hillshade", "roughness")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lunarhub import catalog, catalog_cli
+from lunarhub.cli import catalog as catalog_cli
+from lunarhub.data import catalog
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOGS = REPO / "catalogs"

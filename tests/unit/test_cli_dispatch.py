@@ -1,6 +1,6 @@
 """The `lunarhub` command hands subcommands owned by other modules their arguments untouched."""
 
-from lunarhub import cli
+from lunarhub.cli import commands as cli
 
 
 def test_config_subcommand_validates_demo(capsys):

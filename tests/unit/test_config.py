@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lunarhub import config, hub, roster
-from lunarhub.config import ConfigError, Role
+from lunarhub import config
+from lunarhub.config import ConfigError, Role, roster
+from lunarhub.platform import hub
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = (ROOT / "hub" / "lunarhub.yaml").read_text()
@@ -199,7 +200,7 @@ def test_ldap_switch_configures_the_real_authenticator(tmp_path):
 
 
 def test_policies_from_roles_and_course_grants():
-    from lunarhub import sites
+    from lunarhub.data import sites
 
     data = demo_dict()
     d = parse(yaml.safe_dump(data))

@@ -1,4 +1,4 @@
-"""lunarhub.courses without a hub: roster, copies that never overwrite student work, reset, progress."""
+"""lunarhub.courses.manage without a hub: roster, copies that never overwrite student work, reset, progress."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lunarhub import config, courses, roster
-from lunarhub.config import ConfigError
+from lunarhub import config
+from lunarhub.config import ConfigError, roster
+from lunarhub.courses import manage as courses
 
 YAML = """
 state_dir: {state}

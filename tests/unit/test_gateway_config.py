@@ -10,7 +10,8 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from lunarhub import config, gateway, render
+from lunarhub import config
+from lunarhub.compute import gateway, render
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,7 +86,7 @@ def test_over_limit_requests_name_the_limit(dep: config.Deployment, cores: int, 
 
 def test_overrides_load_into_the_real_cluster_config(dep: config.Deployment) -> None:
     _need("dask_gateway_server", "dask-gateway-server[local]")
-    from lunarhub.gateway_server import LunarClusterConfig
+    from lunarhub.compute.gateway_server import LunarClusterConfig
 
     over = gateway.cluster_overrides(dep, "ru-scientist", 2, 3, 1)
     cfg = LunarClusterConfig(**over)
@@ -106,7 +107,7 @@ def test_option_fields_show_the_limits(dep: config.Deployment) -> None:
 
 
 def test_hub_service_and_role(dep: config.Deployment) -> None:
-    from lunarhub import hub
+    from lunarhub.platform import hub
 
     services, roles = hub.services(dep)
     svc = next(s for s in services if s["name"] == "dask-gateway")
@@ -148,7 +149,7 @@ def test_gateway_config_sets_only_real_traits(dep: config.Deployment, tmp_path: 
     from dask_gateway_server.auth import JupyterHubAuthenticator
     from dask_gateway_server.proxy import Proxy
 
-    from lunarhub.gateway_server import LunarBackendMixin, LunarClusterConfig, LunarLocalBackend
+    from lunarhub.compute.gateway_server import LunarBackendMixin, LunarClusterConfig, LunarLocalBackend
 
     c = Config()
     gateway.configure(c, dep)
@@ -183,7 +184,7 @@ def test_upstream_working_directory_bug_and_our_fix(tmp_path: Path, monkeypatch:
     _need("dask_gateway_server", "dask-gateway-server[local]")
     from dask_gateway_server.backends.local import LocalBackend
 
-    from lunarhub.gateway_server import LunarLocalBackend
+    from lunarhub.compute.gateway_server import LunarLocalBackend
 
     chowned: dict[str, list[str]] = {}
 
@@ -208,7 +209,7 @@ def test_upstream_working_directory_bug_and_our_fix(tmp_path: Path, monkeypatch:
 
 def test_chown_guard_refuses_paths_outside(tmp_path: Path) -> None:
     _need("dask_gateway_server", "dask-gateway-server[local]")
-    from lunarhub.gateway_server import check_paths_inside
+    from lunarhub.compute.gateway_server import check_paths_inside
 
     check_paths_inside([str(tmp_path), str(tmp_path / "x")], str(tmp_path))
     with pytest.raises(RuntimeError, match="refusing to change the owner of '/'"):
@@ -388,7 +389,8 @@ def test_smallest_group_limit_still_gets_its_worker():
     real ClusterConfig, leave room for the scheduler plus one default worker."""
     from dask_gateway_server.backends.base import ClusterConfig
 
-    from lunarhub import config, gateway
+    from lunarhub import config
+    from lunarhub.compute import gateway
 
     d = config.load()
     overrides = gateway.cluster_overrides(d, "student", 1, 2.0, 0)

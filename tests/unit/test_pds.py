@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lunarhub import pds
-from lunarhub.databuild import SOURCE_DIR
+from lunarhub.data import pds
+from lunarhub.data.build import SOURCE_DIR
 
 STEM = "CE4_GRAS_LPR-1_SCI_N_20231216075001_20231217065500_0316_A"
 LABEL = SOURCE_DIR / "change4" / f"{STEM}.2BL"

@@ -1,4 +1,4 @@
-"""lunarhub.terrain against a loop-based reference, dask against numpy, and against gdaldem."""
+"""lunarhub.science.terrain against a loop-based reference, dask against numpy, and against gdaldem."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import xarray as xr
 from rasterio.crs import CRS
 from support.numerics import TERRAIN_ULPS, assert_products_agree, assert_within_ulps
 
-from lunarhub import terrain
-from lunarhub import terrain_reference as ref
-from lunarhub.terrain_io import read_pds3_dem
+from lunarhub.science import terrain
+from lunarhub.science import terrain_reference as ref
+from lunarhub.science.terrain_io import read_pds3_dem
 
 R = 1_737_400.0
 LOLA_LABEL = Path(__file__).resolve().parents[1] / "data" / "lola" / "LDEM_4.LBL"

@@ -1,4 +1,4 @@
-"""lunarhub.terrain.terrain_to_geotiff and terrain_to_zarr: the tile-by-tile routes equal the in-memory pipeline."""
+"""lunarhub.science.terrain.terrain_to_geotiff and terrain_to_zarr: the tile-by-tile routes equal the in-memory pipeline."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rasterio.enums import Compression
 from rasterio.transform import from_origin
 from support.numerics import assert_products_agree
 
-from lunarhub import terrain
+from lunarhub.science import terrain
 
 ALL = ("slope", "aspect", "hillshade", "roughness")
 

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_ROOT.parent
 DEFAULT_CONFIG = REPO_ROOT / "hub" / "lunarhub.yaml"
 

@@ -14,7 +14,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from .config import Deployment
+from lunarhub.config import Deployment
 
 SYSTEM_GROUP_PREFIX = "lh-"
 SHELL = "/bin/bash"

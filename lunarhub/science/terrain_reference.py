@@ -1,4 +1,4 @@
-"""Slow, obvious reference implementations for testing :mod:`lunarhub.terrain`.
+"""Slow, obvious reference implementations for testing :mod:`lunarhub.science.terrain`.
 
 Pixel-by-pixel Python loops over plain numpy arrays, sharing no code with the library:
 rows run north to south, columns west to east, ``dx[i]`` is the (positive) width in metres

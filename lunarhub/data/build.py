@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import REPO_ROOT, Deployment
+from lunarhub.config import REPO_ROOT, Deployment
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def build_basemap(out: Path) -> None:
 
 
 def build_lpr(out: Path) -> None:
-    from .pds import lander_offset_to_lonlat, lpr_to_xarray
+    from lunarhub.data.pds import lander_offset_to_lonlat, lpr_to_xarray
 
     label = _src(f"change4/{LPR_STEM}.2BL")
     ds = lpr_to_xarray(label, _src(f"change4/{LPR_STEM}.2B"))
@@ -229,7 +229,7 @@ def build_traverse(out: Path, step_m: float = 1.0) -> None:
     import geopandas as gpd
     import pandas as pd
 
-    from .pds import lander_offset_to_lonlat
+    from lunarhub.data.pds import lander_offset_to_lonlat
 
     xy = np.loadtxt(_src("change4/CE4_coordinates.txt"))
     north, east = xy[:, 0], xy[:, 1]
@@ -369,7 +369,7 @@ def write_provenance(site: str, out: Path) -> None:
     lines = [
         f"# Data of site `{site}`: provenance",
         "",
-        "Built by `lunarhub.databuild.build_all()` from the shared sample data; the sections below are "
+        "Built by `lunarhub.data.build.build_all()` from the shared sample data; the sections below are "
         "copied from `shared/data/PROVENANCE.md` (source, producer, license, citation).",
         "",
         "## Source files (SHA-256)",

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import secrets
-from .config import REPO_ROOT, Deployment, GroupLimits
+from lunarhub.config import REPO_ROOT, Deployment, GroupLimits, secrets
 
 VENV_BIN = Path(sys.executable).parent
 SERVICE = "dask-gateway"
@@ -133,7 +132,7 @@ def cluster_overrides(d: Deployment, username: str, worker_cores: int, worker_me
 
 def worker_environment(d: Deployment, username: str) -> dict[str, str]:
     """The user's data-site credentials, so workers read exactly what the user may read."""
-    from . import sites
+    from lunarhub.data import sites
 
     return dict(sites.credentials_for(d, username)) if d.sites else {}
 
@@ -229,8 +228,8 @@ def backend_class(d: Deployment) -> str:
     # With one system account per user, workers run as that account (LocalBackend,
     # needs root). single-account mode has no accounts to switch to.
     if d.hub.isolation == "system-users":
-        return "lunarhub.gateway_server.LunarLocalBackend"
-    return "lunarhub.gateway_server.LunarUnsafeLocalBackend"
+        return "lunarhub.compute.gateway_server.LunarLocalBackend"
+    return "lunarhub.compute.gateway_server.LunarUnsafeLocalBackend"
 
 
 def configure(c: Any, d: Deployment) -> None:
@@ -259,7 +258,7 @@ def configure(c: Any, d: Deployment) -> None:
     backend = c.LocalBackend
     backend.db_url = f"sqlite:///{state / 'gateway.sqlite'}"
     backend.db_encrypt_keys = [fernet_key(d)]
-    backend.cluster_config_class = "lunarhub.gateway_server.LunarClusterConfig"
+    backend.cluster_config_class = "lunarhub.compute.gateway_server.LunarClusterConfig"
     backend.inherited_environment = ["PATH", "LANG", "LC_ALL"]
     backend.cluster_status_period = 5
     backend.worker_status_period = 5
@@ -273,7 +272,7 @@ def configure(c: Any, d: Deployment) -> None:
     cc.scheduler_memory = int(SCHEDULER_MEMORY_GB * GIB)
     cc.idle_timeout = float(gw.idle_timeout_seconds)
 
-    # Our own traits (lunarhub.gateway_server.LunarBackendMixin).
+    # Our own traits (lunarhub.compute.gateway_server.LunarBackendMixin).
     front = c.LunarBackendMixin
     front.deployment_file = str(d.config_file or "")
     front.front_address = service_url(d).removeprefix("http://")

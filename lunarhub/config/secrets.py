@@ -9,7 +9,7 @@ import os
 import secrets as _random
 from pathlib import Path
 
-from .config import Deployment
+from lunarhub.config import Deployment
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 

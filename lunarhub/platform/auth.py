@@ -7,7 +7,8 @@ from __future__ import annotations
 from jupyterhub.auth import Authenticator
 from traitlets import Unicode
 
-from . import config, roster, secrets
+from lunarhub import config
+from lunarhub.config import roster, secrets
 
 
 class LunarPasswordAuthenticator(Authenticator):

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import accounts, secrets
-from .config import REPO_ROOT, ConfigError, Deployment, Role
+from lunarhub.config import REPO_ROOT, ConfigError, Deployment, Role, secrets
+from lunarhub.platform import accounts, components
 
 VENV_BIN = Path(sys.executable).parent
 LAB_ROLES = {Role.science, Role.instructor, Role.student, Role.admin}
@@ -118,26 +118,11 @@ def services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
         })
-    for module in _components(d):
-        if hasattr(module, "hub_services"):
-            more, more_roles = module.hub_services(d)
-            svc += more
-            svc_roles += more_roles
+    for component in components.enabled(d):
+        more, more_roles = component.hub_services(d)
+        svc += more
+        svc_roles += more_roles
     return svc, svc_roles
-
-
-def _components(d: Deployment) -> list[Any]:
-    """Optional components that plug into the hub: each may provide
-    `hub_services(d) -> (services, roles)` and `spawn_environment(d, username) -> dict`."""
-    import importlib
-
-    mods = []
-    wanted = [("kernels", True), ("courses", True), ("sites", bool(d.sites)),
-              ("gateway", d.services.dask_gateway.enabled), ("dashboards", d.services.dashboards.enabled)]
-    for name, enabled in wanted:
-        if enabled:
-            mods.append(importlib.import_module(f"lunarhub.{name}"))
-    return mods
 
 
 def load_groups(d: Deployment) -> dict[str, dict[str, Any]]:
@@ -175,11 +160,8 @@ def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
         # page, instead of being ignored with the user none the wiser.
         "TRAITLETS_APPLICATION_RAISE_CONFIG_FILE_ERROR": "1",
     }
-    for module in _components(d):
-        if hasattr(module, "credentials_for"):
-            env.update(module.credentials_for(d, username))
-        if hasattr(module, "spawn_environment"):
-            env.update(module.spawn_environment(d, username))
+    for component in components.enabled(d):
+        env.update(component.spawn_environment(d, username))
     return env
 
 
@@ -219,7 +201,7 @@ def configure(c: Any, d: Deployment) -> None:
 
     # Authentication
     if d.auth.kind == "password":
-        c.JupyterHub.authenticator_class = "lunarhub.auth.LunarPasswordAuthenticator"
+        c.JupyterHub.authenticator_class = "lunarhub.platform.auth.LunarPasswordAuthenticator"
         cfg = d.config_file
         c.LunarPasswordAuthenticator.deployment_file = str(cfg) if cfg else ""
     elif d.auth.kind == "oauth":
@@ -258,10 +240,10 @@ def configure(c: Any, d: Deployment) -> None:
                 [("hub.isolation", "'system-users' needs the hub to run as root; "
                   "use 'single-account' for unprivileged development")],
             )
-        c.JupyterHub.spawner_class = "lunarhub.spawner.LunarLocalProcessSpawner"
+        c.JupyterHub.spawner_class = "lunarhub.platform.spawner.LunarLocalProcessSpawner"
         spawner = c.LunarLocalProcessSpawner
     else:
-        c.JupyterHub.spawner_class = "lunarhub.spawner.LunarSingleAccountSpawner"
+        c.JupyterHub.spawner_class = "lunarhub.platform.spawner.LunarSingleAccountSpawner"
         spawner = c.LunarSingleAccountSpawner
         spawner.home_dir_template = str(d.state_path / "homes" / "{username}")
     spawner.log_dir = str(logs / "servers")
@@ -286,7 +268,7 @@ def configure(c: Any, d: Deployment) -> None:
             spawner.cpu_limit = prof.cpu
         spawner.environment.update(spawn_environment(live, username))
         if live.services.dashboards.enabled:
-            from . import dashboards
+            from lunarhub import dashboards
 
             # A `dash-<slug>` named server serves a published dashboard instead of a lab.
             dashboards.spawn_override(live, spawner)
@@ -296,7 +278,7 @@ def configure(c: Any, d: Deployment) -> None:
 
 def _live(d: Deployment) -> Deployment:
     """The user table as it is now (the CLI may have changed it since the hub started)."""
-    from . import roster
+    from lunarhub.config import roster
 
     return roster.effective(d)
 

@@ -7,7 +7,7 @@
 
 Secrets are placeholders unless --with-secrets (then read from this machine's state).
 The per-group limits travel as a self-contained snippet (no lunarhub import on the
-gateway's image), the same rules as lunarhub.gateway.
+gateway's image), the same rules as lunarhub.compute.gateway.
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ from typing import Any
 
 import yaml
 
-from . import config, gateway, hub, roster, secrets
-from .config import Deployment
+from lunarhub import config
+from lunarhub.compute import gateway
+from lunarhub.config import Deployment, roster, secrets
+from lunarhub.platform import hub
 
 PLACEHOLDER = "CHANGE-ME-openssl-rand-hex-32"
 
 # Options + limits + the per-user cluster cap, executed by dask-gateway-server with `c` in scope,
 # after the line that sets c.DaskGateway.backend_class (the daskhub chart's gateway config runs
-# gateway.extraConfig last). Mirrors lunarhub.gateway (user's max over their groups; scheduler
-# not counted) and lunarhub.gateway_server (max_clusters checked when a cluster is created).
+# gateway.extraConfig last). Mirrors lunarhub.compute.gateway (user's max over their groups; scheduler
+# not counted) and lunarhub.compute.gateway_server (max_clusters checked when a cluster is created).
 LIMITS_SNIPPET = '''\
 # --- lunarhub: per-group dask limits (rendered from the deployment file) ---
 from time import monotonic as _monotonic
@@ -92,7 +94,7 @@ def _cluster_options(user):
 
 # Per-user cluster cap (groups.<g>.dask.max_clusters): no dask-gateway backend has one, so the
 # configured backend is subclassed and refuses start_cluster for a user at their cap, as
-# lunarhub.gateway_server does on one machine. Clusters this gateway created that its backend
+# lunarhub.compute.gateway_server does on one machine. Clusters this gateway created that its backend
 # does not list yet (Kubernetes: the informer has not seen the DaskCluster object) count too.
 _BaseBackend = _import_item({backend_class!r})
 
@@ -185,7 +187,7 @@ def kubernetes_values(d: Deployment, release: str = "lunarhub", namespace: str =
                 "mem_limit": _memory(prof.memory_gb), "mem_guarantee": _memory(prof.memory_gb / 2),
             },
         })
-    auth_class = {"password": "lunarhub.auth.LunarPasswordAuthenticator", "oauth": "generic-oauth",
+    auth_class = {"password": "lunarhub.platform.auth.LunarPasswordAuthenticator", "oauth": "generic-oauth",
                   "ldap": "ldapauthenticator.LDAPAuthenticator"}[d.auth.kind]
     hub_config: dict[str, Any] = {
         "JupyterHub": {

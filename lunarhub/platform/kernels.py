@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from functools import cache
 
-from .config import REPO_ROOT, Deployment
+from lunarhub.config import REPO_ROOT, Deployment
 
 KERNEL_NAME = "lunar-python3"
 # JUPYTER_PATH entries are data dirs; each is searched for `kernels/<name>/kernel.json`.
@@ -39,7 +39,7 @@ def gdal_environment() -> dict[str, str]:
 
 
 def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
-    """Merged into every user server's environment by lunarhub.hub."""
+    """Merged into every user server's environment by lunarhub.platform.hub."""
     env = dict(gdal_environment())
     env["JUPYTER_PATH"] = str(DATA_DIR)
     env["JUPYTER_CONFIG_PATH"] = str(CONFIG_DIR)

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import requests
 
-from . import config, hubapi, preflight, process, roster, secrets
-from .config import ConfigError, Deployment
+from lunarhub import config
+from lunarhub.config import ConfigError, Deployment, roster, secrets
+from lunarhub.platform import hubclient as hubapi
+from lunarhub.platform import preflight
+from lunarhub.platform import supervisor as process
 
 
 def _load(args: argparse.Namespace) -> Deployment:
@@ -46,7 +49,8 @@ def cmd_up(args: argparse.Namespace) -> int:
               "and can read every other user's files. Use it for development only.", file=sys.stderr)
     new_passwords = secrets.ensure_passwords(d, sorted(d.users))
     if any(site.kind == "local" for site in d.sites.values()):
-        from . import databuild, sites
+        from lunarhub.data import build as databuild
+        from lunarhub.data import sites
 
         databuild.build_all(d)
         for name, site in d.sites.items():
@@ -172,7 +176,7 @@ def _site_health(d: Deployment) -> list[tuple[str, bool, str]]:
     """A site answering for its catalog (200, or 401 without credentials) is serving."""
     if not d.sites:
         return []
-    from . import sites
+    from lunarhub.data import sites
 
     out = []
     for name in d.sites:
@@ -298,13 +302,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace, rest: list[str]) -> int:
-    from . import catalog_cli
+    from lunarhub.cli import catalog as catalog_cli
 
     return catalog_cli.main(rest)
 
 
 def cmd_render(args: argparse.Namespace, rest: list[str]) -> int:
-    from . import render
+    from lunarhub.compute import render
 
     extra = ["--config", args.config] if args.config else []
     return render.main(extra + rest)
@@ -315,20 +319,20 @@ def _with_config(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_doctor(args: argparse.Namespace, rest: list[str]) -> int:
-    from . import doctor
+    from lunarhub.science import doctor
 
     return doctor.main(_with_config(args) + rest if "--user" in rest else rest)
 
 
 def cmd_course(args: argparse.Namespace, rest: list[str]) -> int:
-    from . import courses
+    from lunarhub.courses import manage as courses
 
     return courses.main(_with_config(args) + rest)
 
 
 def _dashboards(name: str):
     def handler(args: argparse.Namespace, rest: list[str]) -> int:
-        from .dashboards import cli as dashboards_cli
+        from lunarhub.dashboards import cli as dashboards_cli
 
         return dashboards_cli.main([name, *rest])
 

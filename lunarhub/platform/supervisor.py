@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import REPO_ROOT, Deployment
+from lunarhub.config import REPO_ROOT, Deployment
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -60,7 +60,7 @@ def programs(d: Deployment) -> list[Program]:
 
 
 def _site_programs(d: Deployment, env: dict[str, str]) -> list[Program]:
-    from . import sites
+    from lunarhub.data import sites
 
     progs = []
     for name, site in d.sites.items():
@@ -72,7 +72,7 @@ def _site_programs(d: Deployment, env: dict[str, str]) -> list[Program]:
 def _gateway_programs(d: Deployment, env: dict[str, str]) -> list[Program]:
     if not d.services.dask_gateway.enabled:
         return []
-    from . import gateway
+    from lunarhub.compute import gateway
 
     return [Program("dask-gateway", gateway.command(d), gateway.workdir(d), env)]
 

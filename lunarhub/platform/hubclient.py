@@ -6,8 +6,7 @@ from typing import Any
 
 import requests
 
-from . import secrets
-from .config import Deployment
+from lunarhub.config import Deployment, secrets
 
 
 class HubUnavailable(RuntimeError):

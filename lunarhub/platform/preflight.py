@@ -7,8 +7,9 @@ import stat
 import sys
 from pathlib import Path
 
-from . import hub, process
-from .config import ConfigError, Deployment
+from lunarhub.config import ConfigError, Deployment
+from lunarhub.platform import hub
+from lunarhub.platform import supervisor as process
 
 
 def _others_can_use(path: Path) -> str | None:

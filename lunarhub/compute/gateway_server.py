@@ -1,4 +1,4 @@
-"""What runs inside the dask-gateway-server process (configured by lunarhub.gateway).
+"""What runs inside the dask-gateway-server process (configured by lunarhub.compute.gateway).
 
 - Backends: LocalBackend (workers as the user's system account) with the 2026.3
   `setup_working_directory` bug fixed, and UnsafeLocalBackend for single-account mode;
@@ -28,7 +28,9 @@ from traitlets import Integer as IntegerTrait
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
-from . import config, gateway, roster
+from lunarhub import config
+from lunarhub.compute import gateway
+from lunarhub.config import roster
 
 ACTIVE = (models.ClusterStatus.PENDING, models.ClusterStatus.RUNNING)
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",

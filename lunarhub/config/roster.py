@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import NAME_RE, ConfigError, Deployment, User
+from lunarhub.config import NAME_RE, ConfigError, Deployment, User
 
 
 def _overlay_path(d: Deployment) -> Path:

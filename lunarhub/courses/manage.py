@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import REPO_ROOT, ConfigError, Deployment, Role
+from lunarhub.config import REPO_ROOT, ConfigError, Deployment, Role
 
 TUTORIALS = REPO_ROOT / "notebooks" / "tutorials"
 MANIFEST = ".lunarhub-course.json"
@@ -216,7 +216,7 @@ def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
         try:
             sync_home(d, course, username)
         except OSError as exc:  # a full disk must not stop the server; the student keeps old copies
-            print(f"lunarhub.courses: could not update {course} for {username}: {exc}", file=sys.stderr)
+            print(f"lunarhub.courses.manage: could not update {course} for {username}: {exc}", file=sys.stderr)
     return {"LUNARHUB_COURSES": ",".join(names)} if names else {}
 
 
@@ -226,7 +226,8 @@ def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
 def create(base: Deployment, name: str, roster_text: str, roster_source: str,
            instructor: str | None = None, live: bool = True) -> list[str]:
     """Create or update a course; idempotent. Returns lines to print."""
-    from . import accounts, roster, secrets
+    from lunarhub.config import roster, secrets
+    from lunarhub.platform import accounts
 
     d = roster.effective(base)
     teachers = check_course_group(d, name)
@@ -288,8 +289,9 @@ def _with_course_group(text: str, course: str) -> str:
 
 def _apply_to_hub(d: Deployment, names: list[str]) -> list[str]:
     """Mirror users and groups into the running hub; restart it once so instructors' per-student
-    access filters include the new students (lunarhub.hub.roles builds them at hub start)."""
-    from . import cli, hubapi
+    access filters include the new students (lunarhub.platform.hub.roles builds them at hub start)."""
+    from lunarhub.cli import commands as cli
+    from lunarhub.platform import hubclient as hubapi
 
     try:
         api = hubapi.HubAPI(d)
@@ -302,7 +304,7 @@ def _apply_to_hub(d: Deployment, names: list[str]) -> list[str]:
 
 
 def status(d: Deployment, name: str) -> list[str]:
-    from . import hubapi
+    from lunarhub.platform import hubclient as hubapi
 
     info = load_course(d, name)
     if info is None:
@@ -331,7 +333,8 @@ def status(d: Deployment, name: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import config, roster
+    from lunarhub import config
+    from lunarhub.config import roster
 
     p = argparse.ArgumentParser(prog="lunarhub course", description="Courses: students, tutorials, progress")
     p.add_argument("--config", help="deployment YAML (default: $LUNARHUB_CONFIG or hub/lunarhub.yaml)")

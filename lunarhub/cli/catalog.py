@@ -1,11 +1,11 @@
-"""`lunarhub catalog ...` subcommands (wired into lunarhub.cli by the hub CLI)."""
+"""`lunarhub catalog ...` subcommands (wired into lunarhub.cli.commands by the hub CLI)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import catalog
+from lunarhub.data import catalog
 
 
 def main(argv: list[str]) -> int:

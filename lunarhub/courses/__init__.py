@@ -1,0 +1,2 @@
+"""Instructors' courses: rosters and tutorial copies.
+"""

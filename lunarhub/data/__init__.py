@@ -1,0 +1,2 @@
+"""The national data sites (storage servers, access policy), catalogs, the sites' data build, PDS readers.
+"""
