@@ -55,7 +55,7 @@ def server_env(s: Stack, user: str) -> dict[str, str]:
 def as_user(s: Stack, user: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`lunarhub publish|unpublish|dashboards ...` run as the user's own system account."""
     runuser = shutil.which("runuser") or "/usr/sbin/runuser"
-    return subprocess.run([runuser, "-u", user, "--", sys.executable, "-m", "lunarhub.dashboards.cli", *args],
+    return subprocess.run([runuser, "-u", user, "--", sys.executable, "-m", "lunarhub.dashboards.publishing.cli", *args],
                           env=server_env(s, user), capture_output=True, text=True, cwd="/tmp", timeout=timeout)
 
 

@@ -332,7 +332,7 @@ def cmd_course(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _dashboards(name: str):
     def handler(args: argparse.Namespace, rest: list[str]) -> int:
-        from lunarhub.dashboards import cli as dashboards_cli
+        from lunarhub.dashboards.publishing import cli as dashboards_cli
 
         return dashboards_cli.main([name, *rest])
 

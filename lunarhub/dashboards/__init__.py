@@ -32,7 +32,7 @@ def hub_services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, An
     svc = {
         "name": SERVICE,
         "url": f"http://127.0.0.1:{d.services.dashboards.port}",
-        "command": [str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.service"],
+        "command": [str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.gallery.service"],
         "environment": {"LUNARHUB_CONFIG": str(d.config_file or ""), "PYTHONUNBUFFERED": "1"},
         "oauth_no_confirm": True,
         "display": True,
@@ -54,19 +54,19 @@ def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
 
 
 def spawn_override(d: Deployment, spawner: Any) -> None:
-    from lunarhub.dashboards.servers import spawn_override as _override
+    from lunarhub.dashboards.gallery.servers import spawn_override as _override
 
     _override(d, spawner)
 
 
 def publish(notebook: str | Path, title: str, **kwargs: Any) -> dict[str, Any]:
-    """Validate and publish a notebook; see lunarhub.dashboards.publish.publish."""
-    from lunarhub.dashboards.publish import publish as _publish
+    """Validate and publish a notebook; see lunarhub.dashboards.publishing.actions.publish."""
+    from lunarhub.dashboards.publishing.actions import publish as _publish
 
     return _publish(notebook, title, **kwargs)
 
 
 def unpublish(slug: str, **kwargs: Any) -> dict[str, Any]:
-    from lunarhub.dashboards.publish import unpublish as _unpublish
+    from lunarhub.dashboards.publishing.actions import unpublish as _unpublish
 
     return _unpublish(slug, **kwargs)

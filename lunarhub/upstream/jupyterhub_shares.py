@@ -26,7 +26,7 @@ import re
 from jupyterhub import orm, scopes
 from jupyterhub.apihandlers.auth import OAuthAuthorizeHandler
 
-# OAuth client of a named server `dash-<slug>` (see lunarhub.dashboards.servers).
+# OAuth client of a named server `dash-<slug>` (see lunarhub.dashboards.gallery.servers).
 DASHBOARD_CLIENT = re.compile(r"^jupyterhub-user-.+-dash-[a-z0-9][a-z0-9-]*$")
 _original_confirm = OAuthAuthorizeHandler.needs_oauth_confirm
 

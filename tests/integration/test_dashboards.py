@@ -82,7 +82,7 @@ def test_pages_load_bokeh_and_panel_from_the_shared_gallery_copy(published):
     import asyncio
 
     from lunarhub.dashboards.probe import visit
-    from lunarhub.dashboards.shared_static import directories
+    from lunarhub.dashboards.server.shared_static import directories
 
     ds = published
     v = asyncio.run(visit(ds.url + DASH + "/v1", headers={"Authorization": f"token {ds.token('reviewer')}"},
@@ -142,8 +142,8 @@ def test_dashboard_runs_as_publisher_behind_proxy(published):
     pid = info["servers"]["dash-lola-explorer"]["state"]["pid"]
     proc = psutil.Process(pid)
     assert proc.username() == "cn-scientist"
-    assert "lunarhub.dashboards.launch" in " ".join(proc.cmdline())
-    panel = [c for c in proc.children(recursive=True) if "lunarhub.dashboards.serve" in " ".join(c.cmdline())]
+    assert "lunarhub.dashboards.server.launch" in " ".join(proc.cmdline())
+    panel = [c for c in proc.children(recursive=True) if "lunarhub.dashboards.server.serve" in " ".join(c.cmdline())]
     assert panel and all(c.username() == "cn-scientist" for c in panel)
 
 

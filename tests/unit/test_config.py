@@ -225,8 +225,8 @@ def test_ready_sessions_is_bounded_and_reaches_the_dashboard_command():
     assert any(k.startswith("services.dashboards.ready_sessions") for k in keys), keys
     data["services"]["dashboards"]["ready_sessions"] = 7
     d = parse(yaml.safe_dump(data))
-    from lunarhub.dashboards.servers import dashboard_command
+    from lunarhub.dashboards.gallery.servers import dashboard_command
 
     _, args = dashboard_command(d, [Path("/x/apps/v1.py")])
-    i = args.index("lunarhub.dashboards.serve")
+    i = args.index("lunarhub.dashboards.server.serve")
     assert args[i + 1] == "7" and args[i + 2] == "/x/apps/v1.py"

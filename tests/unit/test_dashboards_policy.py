@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from lunarhub import config
-from lunarhub.dashboards import hub_services, i18n, policy
-from lunarhub.dashboards.servers import NotADashboard, spawn_override
+from lunarhub.dashboards import hub_services
+from lunarhub.dashboards.gallery import i18n, policy
+from lunarhub.dashboards.gallery.servers import NotADashboard, spawn_override
 from lunarhub.dashboards.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +83,7 @@ def test_spawn_override_serves_every_version_behind_hub_auth(d):
     sp = spawner("dash-demo")
     spawn_override(d, sp)
     line = " ".join(sp.cmd + sp.args)
-    assert "lunarhub.dashboards.launch" in line and "-m lunarhub.dashboards.serve 32 " in line
+    assert "lunarhub.dashboards.server.launch" in line and "-m lunarhub.dashboards.server.serve 32 " in line
     assert "--prefix={base_url}" in sp.args and "--absolute-url" in sp.args
     assert sp.args[0] == str(d.hub.token_cache_seconds)
     assert [a.rsplit("/", 1)[1] for a in sp.args if a.endswith(".py")] == ["v1.py", "v2.py"]
@@ -102,6 +103,6 @@ def test_service_registration_and_role(d):
     services, roles = hub_services(d)
     svc = services[0]
     assert svc["name"] == "dashboards" and svc["url"].endswith(f":{d.services.dashboards.port}")
-    assert "lunarhub.dashboards.service" in " ".join(svc["command"]) and svc["oauth_no_confirm"]
+    assert "lunarhub.dashboards.gallery.service" in " ".join(svc["command"]) and svc["oauth_no_confirm"]
     assert {"servers", "tokens", "read:users", "list:users"} <= set(roles[0]["scopes"])
     assert "admin:users" not in roles[0]["scopes"] and "shares" not in roles[0]["scopes"]

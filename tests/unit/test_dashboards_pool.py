@@ -1,5 +1,5 @@
 """Ready sessions (lunarhub/dashboards/session_pool.py) in a real Panel server started the
-way a dashboard server starts it (`python -m lunarhub.dashboards.serve`), visited with the
+way a dashboard server starts it (`python -m lunarhub.dashboards.server.serve`), visited with the
 wire-level reviewer (lunarhub/dashboards/probe.py)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from bokeh.util.token import get_session_id, get_token_payload
 
 from lunarhub.dashboards.probe import TOKEN_RE, visit
-from lunarhub.dashboards.session_pool import depends_on_visitor
+from lunarhub.dashboards.server.session_pool import depends_on_visitor
 
 APP = """
 import time
@@ -66,7 +66,7 @@ def serve(tmp_path):
         port = _port()
         out = tmp_path / f"{name}.log"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lunarhub.dashboards.serve", str(pool), str(app), f"--port={port}",
+            [sys.executable, "-m", "lunarhub.dashboards.server.serve", str(pool), str(app), f"--port={port}",
              "--address=127.0.0.1", "--allow-websocket-origin=*"],
             stdout=out.open("w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         procs.append(proc)
@@ -208,7 +208,7 @@ def test_which_code_reads_the_visitor(source, reads):
 
 
 def test_pages_point_bokeh_and_panel_scripts_at_the_shared_copy():
-    from lunarhub.dashboards.shared_static import FILE_RE, directories, rewrite
+    from lunarhub.dashboards.server.shared_static import FILE_RE, directories, rewrite
 
     page = ('<script src="static/js/bokeh.min.js?v=6acf"></script>'
             '<script src="/user/a/dash-b/static/js/bokeh-widgets.min.js?v=7cc"></script>'

@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 import pytest
 from tornado.testing import AsyncHTTPTestCase
 
-from lunarhub.dashboards.publish_app import make_app, notebooks, setup
-from lunarhub.dashboards.validate import ValidationError
+from lunarhub.dashboards.publishing.form import make_app, notebooks, setup
+from lunarhub.dashboards.publishing.validate import ValidationError
 
 
 def test_entry_point_is_a_launcher_tile_running_this_python():

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image, PngImagePlugin
 from test_dashboards_validate import nb
 
-from lunarhub.dashboards import thumbnail
-from lunarhub.dashboards.service import ListApi
-from lunarhub.dashboards.validate import validate
+from lunarhub.dashboards.gallery.service import ListApi
+from lunarhub.dashboards.publishing import thumbnail
+from lunarhub.dashboards.publishing.validate import validate
 
 # The example dashboard's pattern (notebooks/dashboards/lola_explorer.ipynb) on numpy data:
 # widgets -> pn.bind -> hv.Image styled for Bokeh.
@@ -82,7 +82,7 @@ def test_nothing_drawable_means_no_thumbnail_and_still_valid(tmp_path):
 
 # The thumbnail step is broken from inside the notebook (the child imports the same module),
 # so the real parent/child protocol is exercised.
-BREAK = "import lunarhub.dashboards.thumbnail as _t\n"
+BREAK = "import lunarhub.dashboards.publishing.thumbnail as _t\n"
 
 
 @pytest.mark.parametrize("sabotage,reason", [

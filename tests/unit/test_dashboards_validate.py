@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lunarhub.dashboards.runner import CellError, code_cells, run_cells
-from lunarhub.dashboards.validate import ValidationError, validate
+from lunarhub.dashboards.publishing.runner import CellError, code_cells, run_cells
+from lunarhub.dashboards.publishing.validate import ValidationError, validate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "notebooks" / "dashboards" / "lola_explorer.ipynb"
 

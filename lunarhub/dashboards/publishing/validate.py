@@ -73,7 +73,7 @@ def validate(notebook: Path, timeout: float = DEFAULT_TIMEOUT,
         progress = Path(tmp) / "progress"
         result = Path(tmp) / "result.json"
         thumb = Path(tmp) / "thumbnail.png"
-        cmd = [sys.executable, "-m", "lunarhub.dashboards.validate", str(notebook), str(progress), str(result),
+        cmd = [sys.executable, "-m", "lunarhub.dashboards.publishing.validate", str(notebook), str(progress), str(result),
                str(thumb)]
         start = time.monotonic()
         # Own session: a notebook that forks (dask, subprocesses) is killed as a whole.
@@ -140,7 +140,7 @@ def _child(notebook: Path, progress: Path, result: Path, thumb: Path | None = No
     from bokeh.document import Document
     from bokeh.server.contexts import ApplicationContext, BokehSessionContext
 
-    from lunarhub.dashboards.runner import CellError, run_cells
+    from lunarhub.dashboards.publishing.runner import CellError, run_cells
 
     out: dict[str, Any] = {"environment": environment()}
     with open(progress, "a") as prog:
@@ -170,7 +170,7 @@ def _child(notebook: Path, progress: Path, result: Path, thumb: Path | None = No
         prog.write("thumbnail\n")
         prog.flush()
         try:
-            from lunarhub.dashboards import thumbnail
+            from lunarhub.dashboards.publishing import thumbnail
 
             # cwd is the notebook's folder (Popen): an image pane's relative path resolves
             with set_curdoc(doc):

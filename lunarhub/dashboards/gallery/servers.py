@@ -25,12 +25,12 @@ def dashboard_command(d: Deployment, apps: list[Path]) -> tuple[list[str], list[
     proxy forwards the full /user/<owner>/dash-<slug>/... path, which panel serves
     under the same --prefix, so every link and the websocket URL stay right.
     """
-    cmd = [str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.launch"]
+    cmd = [str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.server.launch"]
     args = [
         str(d.hub.token_cache_seconds), "--",
         "--absolute-url", "--timeout=60", "--activity-interval=60",
         "--",
-        str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.serve", str(d.services.dashboards.ready_sessions),
+        str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.server.serve", str(d.services.dashboards.ready_sessions),
         *[str(a) for a in apps],
         "--port={port}", "--address=127.0.0.1", "--prefix={base_url}",
         # The Origin check is done by the hub-authenticated proxy in front (cookie +

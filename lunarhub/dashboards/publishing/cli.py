@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from lunarhub.dashboards.publish import PublishError, list_dashboards, publish, unpublish
-from lunarhub.dashboards.validate import DEFAULT_TIMEOUT, ValidationError
+from lunarhub.dashboards.publishing.actions import PublishError, list_dashboards, publish, unpublish
+from lunarhub.dashboards.publishing.validate import DEFAULT_TIMEOUT, ValidationError
 
 
 def _split(values: list[str]) -> list[str]:

@@ -1,6 +1,6 @@
 """`panel serve` with a pool of ready sessions (session_pool.py): what a dashboard server runs.
 
-    python -m lunarhub.dashboards.serve POOL_SIZE apps/v1.py apps/v2.py ... [panel serve options]
+    python -m lunarhub.dashboards.server.serve POOL_SIZE apps/v1.py apps/v2.py ... [panel serve options]
 
 POOL_SIZE 0 is plain `panel serve`; otherwise the latest version's app keeps POOL_SIZE
 sessions ready. With LUNARHUB_SHARED_STATIC set (a URL prefix), the pages load BokehJS and
@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     size, *rest = argv
     apps = [a for a in rest if a.endswith(".py") and not a.startswith("-")]
     if int(size) > 0 and apps:
-        from lunarhub.dashboards.session_pool import install
+        from lunarhub.dashboards.server.session_pool import install
         from lunarhub.dashboards.store import VERSION_RE
 
         # `panel serve` names each app after its file: apps/v1.py is served at /v1. Only the
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
         install(int(size), {"/" + Path(latest).stem: latest})
     static = os.environ.get("LUNARHUB_SHARED_STATIC")
     if static:
-        from lunarhub.dashboards.shared_static import install as share_static
+        from lunarhub.dashboards.server.shared_static import install as share_static
 
         share_static(static)
     from panel.command import main as panel_main

@@ -26,7 +26,7 @@ MAX_NOTEBOOKS = 500
 def setup() -> dict[str, Any]:
     """The jupyter-server-proxy server process (entry point)."""
     return {
-        "command": [sys.executable, "-m", "lunarhub.dashboards.publish_app", "{port}"],
+        "command": [sys.executable, "-m", "lunarhub.dashboards.publishing.form", "{port}"],
         "timeout": 60,
         "new_browser_tab": True,
         "launcher_entry": {"enabled": True, "title": "Publish dashboard", "category": "Other"},
@@ -57,9 +57,9 @@ def _split(value: str) -> list[str]:
 def make_app(root: Path, publish_fn: Any = None) -> Any:
     from tornado import web
 
-    from lunarhub.dashboards.publish import PublishError, publish
+    from lunarhub.dashboards.publishing.actions import PublishError, publish
+    from lunarhub.dashboards.publishing.validate import ValidationError
     from lunarhub.dashboards.store import StoreError
-    from lunarhub.dashboards.validate import ValidationError
 
     do_publish = publish_fn or publish
     form_token = secrets.token_urlsafe(24)  # the proxy authenticates; this stops cross-site posts

@@ -16,8 +16,8 @@ from typing import Any
 
 import requests
 
+from lunarhub.dashboards.publishing.validate import DEFAULT_TIMEOUT, validate
 from lunarhub.dashboards.store import StoreError, check_relpath
-from lunarhub.dashboards.validate import DEFAULT_TIMEOUT, validate
 
 
 class PublishError(RuntimeError):

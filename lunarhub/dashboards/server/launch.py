@@ -1,7 +1,7 @@
 """What a dashboard named server runs (as the publisher): a hub-authenticated
 jupyter-server-proxy in front of `panel serve`.
 
-    python -m lunarhub.dashboards.launch CACHE_SECONDS -- panel serve apps/v1.py ... --port={port}
+    python -m lunarhub.dashboards.server.launch CACHE_SECONDS -- panel serve apps/v1.py ... --port={port}
 
 Why not `jupyter-standaloneproxy` directly: its HubOAuth is created with
 `HubOAuth.instance()`, which ignores command-line config, so the token cache

@@ -27,11 +27,12 @@ from tornado import ioloop, web
 
 from lunarhub import config
 from lunarhub.config import Deployment, roster, secrets
-from lunarhub.dashboards import policy, thumbnail
-from lunarhub.dashboards.comments import Comments
-from lunarhub.dashboards.hubclient import Hub, HubError
-from lunarhub.dashboards.i18n import pick, t
-from lunarhub.dashboards.shared_static import FILE_RE, directories
+from lunarhub.dashboards.gallery import policy
+from lunarhub.dashboards.gallery.comments import Comments
+from lunarhub.dashboards.gallery.hubclient import Hub, HubError
+from lunarhub.dashboards.gallery.i18n import pick, t
+from lunarhub.dashboards.publishing import thumbnail
+from lunarhub.dashboards.server.shared_static import FILE_RE, directories
 from lunarhub.dashboards.store import Dashboard, Store, StoreError, Version, check_slug, server_name, slugify
 from lunarhub.platform.spawner import log_tail
 

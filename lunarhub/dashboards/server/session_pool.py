@@ -63,7 +63,7 @@ def depends_on_visitor(source: str) -> bool:
 def app_source(app_file: str) -> str:
     """The code an app runs: the generated apps/vN.py and the notebook cells of its snapshot,
     as runner.py runs them."""
-    from lunarhub.dashboards.runner import code_cells
+    from lunarhub.dashboards.publishing.runner import code_cells
     from lunarhub.dashboards.store import snapshot_notebook, version_dir_of_app
 
     path = Path(app_file)

@@ -1,0 +1,1 @@
+"""The gallery: a hub service (its pages, comments, sharing policy, the dashboards' named servers)."""
