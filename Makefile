@@ -8,7 +8,7 @@ APT_RUNTIME := nginx-light gdal-bin
 APT_TEST := chromium
 CONFIG ?= hub/lunarhub.yaml
 
-.PHONY: install install-test up down status test test-fast lint bench clean-state
+.PHONY: install install-test up down status test test-fast lint typecheck bench clean-state
 
 # The user servers run as their own system accounts, so the checkout and the venv
 # must be enterable by them: a venv made from Debian's /usr/bin/python3 (the default
@@ -47,7 +47,11 @@ status:
 lint: install-test
 	$(BIN)/ruff check lunarhub tests benchmarks hub
 
-test: install-test lint
+# What to check and how strictly: [tool.mypy] in pyproject.toml.
+typecheck: install-test
+	$(BIN)/mypy
+
+test: install-test lint typecheck
 	$(BIN)/python -m pytest -v -rfE --durations=15 tests
 
 bench: install-test

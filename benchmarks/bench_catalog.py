@@ -17,12 +17,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
+from report import replace_section  # noqa: E402
+from support.sites_fixtures import make_deployment, start_site, stop_site  # noqa: E402
 
 from lunarhub.data import catalog, sites  # noqa: E402
-from tests.sites_fixtures import make_deployment, start_site, stop_site  # noqa: E402
 
 HEADING = "## Catalog and data sites (issue 3)"
 WINDOW = (slice(256, 512), slice(512, 768))  # rows, cols: inside one 256 px COG tile row
@@ -145,20 +147,8 @@ def main() -> int:
               "overviews, so a whole-raster view must download all of it.", ""]
     text = "\n".join(lines)
     print(text)
-    write_section(REPO / "docs/benchmarks.md", text)
+    replace_section(text)
     return 0
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace only this benchmark's section of docs/benchmarks.md."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if HEADING in old:
-        start = old.index(HEADING)
-        nxt = old.find("\n## ", start + len(HEADING))
-        new = old[:start] + section.rstrip() + "\n" + (old[nxt:] if nxt >= 0 else "")
-    else:
-        new = old.rstrip() + "\n\n" + section.rstrip() + "\n"
-    path.write_text(new, encoding="utf-8")
 
 
 if __name__ == "__main__":

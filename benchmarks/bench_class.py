@@ -26,6 +26,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from report import percentile  # noqa: E402
+
 
 def student_run(url: str, user: str, password: str, notebook: str, go: threading.Event, out: dict,
                 admin_token: str) -> None:
@@ -61,17 +63,12 @@ def student_run(url: str, user: str, password: str, notebook: str, go: threading
         out[user] = {"ok": False, "error": f"{type(exc).__name__}: {exc}", **steps}
 
 
-def pct(values: list[float], p: float) -> float:
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--students", type=int, default=15)
     ap.add_argument("--json", help="write the raw results here")
     args = ap.parse_args(argv)
-    from conftest import make_stack, open_tmpdir
+    from support.stack import make_stack, open_tmpdir
 
     from lunarhub.courses import manage as courses
     from lunarhub.platform import accounts
@@ -103,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         ready = [r["ready"] for r in out.values() if r["ok"]]
         summary = {"students": len(names), "ok": len(done), "wall_s": round(wall, 1),
                    "notebook_p50_s": round(statistics.median(done), 1) if done else None,
-                   "notebook_p95_s": round(pct(done, 95), 1) if done else None,
+                   "notebook_p95_s": round(percentile(done, 0.95), 1) if done else None,
                    "notebook_max_s": round(max(done), 1) if done else None,
-                   "ready_p95_s": round(pct(ready, 95), 1) if ready else None,
+                   "ready_p95_s": round(percentile(ready, 0.95), 1) if ready else None,
                    "failures": {u: r["error"] for u, r in out.items() if not r["ok"]}}
         print(json.dumps(summary, indent=1))
         if args.json:

@@ -26,20 +26,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from dashboards_helpers import EXAMPLE, as_user, start_dash_stack, stop_dash_stack  # noqa: E402
+from report import percentile as pct  # noqa: E402
+from report import replace_section  # noqa: E402
+from support.browser import ARGS, CHROMIUM  # noqa: E402
+from support.dashboards_helpers import EXAMPLE, as_user, start_dash_stack, stop_dash_stack  # noqa: E402
 
 from lunarhub.dashboards.probe import visit  # noqa: E402
 
 HEADING = "## Dashboards (issue 5)"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 GOAL_WARM, GOAL_CROWD = 1.5, 5.0
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 async def login(browser, s, user: str, dash_url: str):
@@ -201,18 +196,6 @@ def section(res: dict, n_crowd: int, publish_s: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace only this benchmark's section (re-read just before writing: others edit theirs)."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if HEADING in old:
-        start = old.index(HEADING)
-        nxt = old.find("\n## ", start + len(HEADING))
-        new = old[:start] + text.rstrip() + "\n" + (old[nxt:] if nxt >= 0 else "")
-    else:
-        new = old.rstrip() + "\n\n" + text.rstrip() + "\n"
-    path.write_text(new, encoding="utf-8")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--warm", type=int, default=15)
@@ -245,7 +228,7 @@ def main() -> int:
         text = section(res, args.crowd, publish_s)
         print(text)
         if not args.no_write:
-            write_section(REPO / "docs" / "benchmarks.md", text)
+            replace_section(text)
         return 0 if len(res["crowd"]) == args.crowd else 1
     finally:
         stop_dash_stack(s, tmp)

@@ -14,22 +14,22 @@ import argparse
 import gc
 import os
 import platform
-import re
 import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from report import DOC, replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Dask gateway (issue 4)"
 
 
 def measure(runs: int, user: str = "ru-scientist") -> dict[str, list[float]]:
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import make_stack, open_tmpdir
     from dask_gateway import Gateway, JupyterHubAuth
+    from support.stack import make_stack, open_tmpdir
 
     tmp = open_tmpdir("bench-gateway")
     stack = make_stack(tmp, dask_gateway=True)
@@ -89,17 +89,6 @@ def section(results: dict[str, list[float]]) -> str:
     ])
 
 
-def write_section(text: str) -> None:
-    # Re-read right before writing: other sections are edited concurrently.
-    doc = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda _: text + "\n", doc, count=1)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    DOC.write_text(doc, encoding="utf-8")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=5)
@@ -111,7 +100,7 @@ def main() -> int:
     text = section(measure(args.runs))
     print(text)
     if not args.no_write:
-        write_section(text)
+        replace_section(text)
         print(f"updated {DOC}", file=sys.stderr)
     return 0
 

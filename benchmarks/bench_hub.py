@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from conftest import free_port, make_stack, open_tmpdir  # noqa: E402
 from report import p95, write_section  # noqa: E402
+from support.ports import free_port  # noqa: E402
+from support.stack import make_stack, open_tmpdir  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -64,7 +65,7 @@ def spawn_time(base: str, user: str, token: str) -> float:
 
 
 def browser_login_to_lab(browser, stack, user: str) -> float:
-    from browser import hub_login
+    from support.browser import hub_login
 
     ctx = browser.new_context()
     try:
@@ -143,7 +144,7 @@ def main() -> int:
             api_times.append(spawn_time(stack.url, "cn-scientist", admin))
             stop(stack.url, "cn-scientist", admin)
             print(f"spawn -> ready: {api_times[-1]:.2f} s", flush=True)
-        from browser import chromium
+        from support.browser import chromium
 
         lab_times = []
         with chromium() as browser:

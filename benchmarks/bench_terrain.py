@@ -53,6 +53,9 @@ from rasterio.transform import from_origin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import DOC, replace_section  # noqa: E402
+
+from lunarhub.lunar import MOON_RADIUS_M as R  # noqa: E402
 from lunarhub.science import terrain  # noqa: E402
 from lunarhub.science.terrain_io import read_pds3_dem  # noqa: E402
 
@@ -61,9 +64,7 @@ if not LOLA.exists():
     LOLA = ROOT / "tests/data/lola/LDEM_4.LBL"
 WORK = ROOT / "benchmarks/.work"
 OUT = Path("/tmp/lunarhub-bench-terrain")  # world-writable: gateway workers run as the user
-DOC = ROOT / "docs/benchmarks.md"
 HEADING = "## Terrain pipeline (issue 4)"
-R = 1_737_400.0
 CRS = "IAU_2015:30110"
 
 
@@ -291,7 +292,7 @@ class GatewayStack:
             sys.exit("--scheduler gateway starts a lunarhub stack whose workers run as the user's own "
                      "account: run as root (or pass --gateway-url/--token of a running stack)")
         sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import make_stack, open_tmpdir
+        from support.stack import make_stack, open_tmpdir
 
         self.tmp = open_tmpdir("bench-terrain")
         self.stack = make_stack(self.tmp, dask_gateway=True)
@@ -432,22 +433,6 @@ def render(results: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace only our section: other sections of docs/benchmarks.md belong to other people."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    current = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    lines = current.splitlines()
-    if HEADING in lines:
-        start = lines.index(HEADING)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = lines[:start] + text.rstrip("\n").splitlines() + ([""] if end < len(lines) else []) + lines[end:]
-    else:
-        new = lines + ([""] if lines and lines[-1] else []) + text.rstrip("\n").splitlines()
-    tmp = DOC.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(new) + "\n")
-    tmp.replace(DOC)
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1e7,1e8", help="DEM sizes in pixels, comma-separated (e.g. 1e7,1e8,4e8)")
@@ -468,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.render_only:
         saved = json.loads((WORK / "results.json").read_text())
         saved["meta"]["notes"] = saved["meta"].get("notes", []) + args.note
-        write_section(render(saved["results"], saved["meta"]))
+        replace_section(render(saved["results"], saved["meta"]))
         return
     if shutil.which("gdaldem") is None:
         sys.exit("gdaldem not found: apt-get install gdal-bin")
@@ -542,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
                "each size, on 2 cores shared with other engineers' processes.", *args.note])
     (WORK / "results.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1, default=str))
     if not args.no_doc:
-        write_section(render(results, meta))
+        replace_section(render(results, meta))
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 

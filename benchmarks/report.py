@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import re
 import time
@@ -16,15 +17,37 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The value at rank round(q * (n - 1)) of the sorted values, q in [0, 1]."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def replace_section(text: str, doc: Path = DOC) -> None:
+    """Put `text`, whose first line is its `## ` heading, in place of the section with that
+    heading (up to the next `## ` line), or append it; the other sections stay as they are.
+
+    The file is read just before it is written, and replaced in one step, because several
+    benchmarks update their own sections of the same file, possibly at the same time.
+    """
+    heading = text.split("\n", 1)[0]
+    section = text.strip("\n") + "\n"
+    old = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    match = pattern.search(old)
+    if match:
+        rest = old[match.end():]
+        new = old[:match.start()] + section + ("\n" + rest if rest else "")
+    else:
+        new = old.rstrip() + "\n\n" + section
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = doc.with_name(f".{doc.name}.{os.getpid()}.tmp")  # per process: two benchmarks may write at once
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, doc)
+
+
 def write_section(title: str, body: str) -> None:
-    """Replace (or append) the `## {title}` section, leaving the others as they are."""
+    """The `## {title}` section: a line saying when and where it was measured, then `body`."""
     stamp = f"_Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()} " \
             f"({platform.machine()}, Python {platform.python_version()})._"
-    section = f"## {title}\n\n{stamp}\n\n{body.strip()}\n"
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text)
-    else:
-        text = text.rstrip() + "\n\n" + section
-    DOC.write_text(text, encoding="utf-8")
+    replace_section(f"## {title}\n\n{stamp}\n\n{body.strip()}\n")

@@ -3,6 +3,9 @@
 from lunarhub import config
 from lunarhub.compute import gateway
 from lunarhub.config import roster
+from lunarhub.upstream import dask_gateway_workdir
 
+# Refuses to start on a dask-gateway-server the working-directory fix was not checked on.
+dask_gateway_workdir.apply()
 c = get_config()  # noqa: F821 - provided by dask-gateway-server when it loads this file
 gateway.configure(c, roster.effective(config.load()))

@@ -3,8 +3,10 @@
 from lunarhub import config
 from lunarhub.config import roster
 from lunarhub.platform import hub
-from lunarhub.upstream import jupyterhub_shares as hub_patches
+from lunarhub.upstream import jupyterhub_dashboard_consent, jupyterhub_shares
 
-hub_patches.apply()  # group shares reach tokens (see lunarhub/hub_patches.py)
+# Each refuses to start on a JupyterHub release it was not checked on.
+jupyterhub_shares.apply()  # group shares reach tokens (lunarhub/upstream/jupyterhub_shares.py)
+jupyterhub_dashboard_consent.apply()  # no "Authorize access" page for dashboards
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 hub.configure(c, roster.effective(config.load()))

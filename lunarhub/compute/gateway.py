@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lunarhub.config import REPO_ROOT, Deployment, GroupLimits, secrets
+from lunarhub.config import Deployment, GroupLimits, secrets
 
 VENV_BIN = Path(sys.executable).parent
 SERVICE = "dask-gateway"
 PREFIX = f"/services/{SERVICE}"
-CONFIG_FILE = REPO_ROOT / "hub" / "dask_gateway_config.py"
 # The scheduler is not the user's choice: it is small and not counted in the
 # group limits (which are about workers), so the gateway's own caps add it.
 SCHEDULER_CORES = 1
@@ -209,7 +208,7 @@ def workdir(d: Deployment) -> Path:
 
 
 def command(d: Deployment) -> list[str]:
-    return [str(VENV_BIN / "dask-gateway-server"), "-f", str(CONFIG_FILE)]
+    return [str(VENV_BIN / "dask-gateway-server"), "-f", str(d.location("gateway_config"))]
 
 
 def fernet_key(d: Deployment) -> str:

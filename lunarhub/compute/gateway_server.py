@@ -1,7 +1,8 @@
 """What runs inside the dask-gateway-server process (configured by lunarhub.compute.gateway).
 
-- Backends: LocalBackend (workers as the user's system account) with the 2026.3
-  `setup_working_directory` bug fixed, and UnsafeLocalBackend for single-account mode;
+- Backends: LocalBackend (workers as the user's system account) with upstream's
+  `setup_working_directory` bug fixed (lunarhub.upstream.dask_gateway_workdir), and
+  UnsafeLocalBackend for single-account mode;
   both enforce the deployment's per-group limits and per-user cluster count.
 - A front on the hub service port: dashboards need a hub login and belong to the
   cluster's owner only (upstream serves them unauthenticated); everything else is
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from traitlets.config import LoggingConfigurable
 from lunarhub import config
 from lunarhub.compute import gateway
 from lunarhub.config import roster
+from lunarhub.upstream.dask_gateway_workdir import FixedWorkingDirectory
 
 ACTIVE = (models.ClusterStatus.PENDING, models.ClusterStatus.RUNNING)
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
@@ -149,46 +150,13 @@ class LunarBackendMixin(LoggingConfigurable):
         return names
 
 
-class LunarLocalBackend(LunarBackendMixin, LocalBackend):
-    """Workers run as the user's own system account (the gateway runs as root)."""
-
-    def setup_working_directory(self, cluster: Any) -> str:
-        # Upstream 2026.3 does `paths.extend(path)` with a string: every character,
-        # "/" among them, is then chowned to the user. Same steps, correct list.
-        workdir = _make_workdir(self.clusters_directory, cluster.name)
-        paths = [workdir, self.get_certs_directory(workdir), self.get_logs_directory(workdir)]
-        for path in paths:
-            os.makedirs(path, 0o700, exist_ok=True)
-        cert_path, key_path = self._get_tls_paths(workdir)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-        for path, data in [(cert_path, cluster.tls_cert), (key_path, cluster.tls_key)]:
-            with os.fdopen(os.open(path, flags, 0o600), "wb") as f:
-                f.write(data)
-            paths.append(path)
-        check_paths_inside(paths, workdir)
-        self.set_file_permissions(paths, cluster.username)
-        return workdir
+class LunarLocalBackend(LunarBackendMixin, FixedWorkingDirectory, LocalBackend):
+    """Workers run as the user's own system account (the gateway runs as root); the
+    working directory is set up by lunarhub.upstream.dask_gateway_workdir (upstream chowns "/")."""
 
 
 class LunarUnsafeLocalBackend(LunarBackendMixin, UnsafeLocalBackend):
     """single-account mode: no accounts to switch to, so no isolation between users."""
-
-
-def _make_workdir(clusters_directory: str, name: str) -> str:
-    import tempfile
-
-    if clusters_directory:
-        return os.path.join(clusters_directory, name)
-    return tempfile.mkdtemp(prefix="dask", suffix=name)
-
-
-def check_paths_inside(paths: list[str], workdir: str) -> None:
-    """Refuse to chown anything outside the cluster's working directory."""
-    root = Path(workdir).resolve()
-    for p in paths:
-        rp = Path(p).resolve()
-        if rp != root and root not in rp.parents:
-            raise RuntimeError(f"refusing to change the owner of {p!r}: outside the cluster dir {workdir}")
 
 
 # ---------------------------------------------------------------- dashboard front

@@ -7,14 +7,17 @@
 
 Secrets are placeholders unless --with-secrets (then read from this machine's state).
 The per-group limits travel as a self-contained snippet (no lunarhub import on the
-gateway's image), the same rules as lunarhub.compute.gateway.
+gateway's image): the source of lunarhub/compute/gateway_limits.py with the deployment's
+values filled in, the same rules as lunarhub.compute.gateway.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,133 +30,42 @@ from lunarhub.platform import hub
 
 PLACEHOLDER = "CHANGE-ME-openssl-rand-hex-32"
 
-# Options + limits + the per-user cluster cap, executed by dask-gateway-server with `c` in scope,
-# after the line that sets c.DaskGateway.backend_class (the daskhub chart's gateway config runs
-# gateway.extraConfig last). Mirrors lunarhub.compute.gateway (user's max over their groups; scheduler
-# not counted) and lunarhub.compute.gateway_server (max_clusters checked when a cluster is created).
-LIMITS_SNIPPET = '''\
-# --- lunarhub: per-group dask limits (rendered from the deployment file) ---
-from time import monotonic as _monotonic
-
-from dask_gateway_server.backends.base import PublicException as _PublicException
-from dask_gateway_server.models import ClusterStatus as _ClusterStatus
-from dask_gateway_server.options import Float as _Float, Integer as _Integer, Options as _Options
-from traitlets.utils.importstring import import_item as _import_item
-
-_ACTIVE = [_ClusterStatus.PENDING, _ClusterStatus.RUNNING]
-
-GROUP_LIMITS = {group_limits}
-SCHEDULER_CORES = {scheduler_cores}
-SCHEDULER_MEMORY_GB = {scheduler_memory_gb}
-EXTRA_ENVIRONMENT = {environment}
-
-
-def _user_limits(groups):
-    blocks = [(g, GROUP_LIMITS[g]) for g in groups if g in GROUP_LIMITS]
-    if not blocks:
-        return None
-    out = {{}}
-    for key in ("max_clusters", "max_cores", "max_memory_gb", "max_workers"):
-        g, lim = max(blocks, key=lambda b: b[1][key])
-        out[key] = (lim[key], "groups.%s.dask.%s" % (g, key))
-    return out
-
-
-def _refuse(what, lim, key, unit):
-    value, where = lim[key]
-    raise ValueError("%s exceeds the limit of %g %s per cluster (%s)" % (what, value, unit, where))
-
-
-def _cluster_options(user):
-    lim = _user_limits(user.groups)
-
-    def handler(options, user):
-        if lim is None:
-            raise ValueError("dask clusters are not enabled for your groups (%s); groups with a dask "
-                             "block: %s" % (", ".join(user.groups), ", ".join(sorted(GROUP_LIMITS))))
-        cores, mem = options.worker_cores, options.worker_memory
-        if cores > lim["max_cores"][0]:
-            _refuse("worker_cores=%d" % cores, lim, "max_cores", "cores")
-        if mem > lim["max_memory_gb"][0]:
-            _refuse("worker_memory=%g GiB" % mem, lim, "max_memory_gb", "GiB")
-        return {{
-            "worker_cores": int(cores),
-            "worker_memory": int(mem * 2**30),
-            "cluster_max_cores": float(lim["max_cores"][0] + SCHEDULER_CORES),
-            "cluster_max_memory": int((lim["max_memory_gb"][0] + SCHEDULER_MEMORY_GB) * 2**30),
-            "cluster_max_workers": int(lim["max_workers"][0]),
-            "environment": dict(EXTRA_ENVIRONMENT),
-        }}
-
-    return _Options(
-        _Integer("worker_cores", default=1, min=1, label="Worker cores"),
-        _Float("worker_memory", default=2, min=0.25, label="Worker memory (GiB)"),
-        handler=handler,
-    )
-
-
-# Per-user cluster cap (groups.<g>.dask.max_clusters): no dask-gateway backend has one, so the
-# configured backend is subclassed and refuses start_cluster for a user at their cap, as
-# lunarhub.compute.gateway_server does on one machine. Clusters this gateway created that its backend
-# does not list yet (Kubernetes: the informer has not seen the DaskCluster object) count too.
-_BaseBackend = _import_item({backend_class!r})
-
-
-class LunarhubClusterCap(_BaseBackend):
-    """{backend_name} + lunarhub's per-user cluster cap (rendered by `lunarhub render`)."""
-
-    _lunarhub_recent = None  # user name -> {{cluster name: monotonic time created}}
-
-    async def _lunarhub_active(self, username):
-        active = await self.list_clusters(username=username, statuses=_ACTIVE)
-        names = {{cl.name for cl in active}}
-        recent = (self._lunarhub_recent or {{}}).get(username, {{}})
-        for name, created in list(recent.items()):
-            if name in names or _monotonic() - created > 120 or await self.get_cluster(name) is not None:
-                del recent[name]  # listed (or known to have ended): list_clusters decides from now on
-            else:
-                names.add(name)
-        return len(names)
-
-    async def start_cluster(self, user, cluster_options):
-        lim = _user_limits(user.groups)
-        if lim is not None:  # no dask group at all: the options handler refuses with its own message
-            cap, where = lim["max_clusters"]
-            n = await self._lunarhub_active(user.name)
-            if n >= cap:
-                why = ("you already have %d active dask cluster(s); the limit is %d (%s). Shut one down "
-                       "first (cluster.shutdown() or Gateway().stop_cluster(name))." % (n, cap, where))
-                self.log.info("Refused a cluster for %s: %s", user.name, why)
-                raise _PublicException(why)
-        name = await super().start_cluster(user, cluster_options)
-        if self._lunarhub_recent is None:
-            self._lunarhub_recent = {{}}
-        self._lunarhub_recent.setdefault(user.name, {{}})[name] = _monotonic()
-        return name
-
-
-c.DaskGateway.backend_class = LunarhubClusterCap
-c.Backend.cluster_options = _cluster_options
-c.ClusterConfig.idle_timeout = {idle_timeout}
-c.ClusterConfig.scheduler_cores = SCHEDULER_CORES
-c.ClusterConfig.scheduler_memory = int(SCHEDULER_MEMORY_GB * 2**30)
-'''
-
-
 KUBE_BACKEND = "dask_gateway_server.backends.kubernetes.KubeBackend"
 
 
+LIMITS_MODULE = "gateway_limits.py"
+BEGIN_VALUES = "# --- rendered values"
+END_VALUES = "# --- end of rendered values"
+
+
 def limits_snippet(d: Deployment, backend_class: str, environment: dict[str, str] | None = None) -> str:
-    """The limits snippet for a gateway whose backend is `backend_class` (import path)."""
+    """The limits snippet for a gateway whose backend is `backend_class` (import path): the
+    source of lunarhub/compute/gateway_limits.py with the deployment's values, then lunarhub_configure(c)."""
     limits = {g: grp.dask.model_dump() for g, grp in sorted(d.groups.items()) if grp.dask}
-    return LIMITS_SNIPPET.format(
-        backend_class=backend_class, backend_name=backend_class.rsplit(".", 1)[-1],
-        group_limits=json.dumps(limits, indent=4, sort_keys=True),
-        scheduler_cores=gateway.SCHEDULER_CORES,
-        scheduler_memory_gb=gateway.SCHEDULER_MEMORY_GB,
-        environment=json.dumps(environment or {}, sort_keys=True),
-        idle_timeout=float(d.services.dask_gateway.idle_timeout_seconds),
-    )
+    values = "\n".join([
+        BEGIN_VALUES + " (from the deployment file) ---",
+        f"GROUP_LIMITS = {json.dumps(limits, indent=4, sort_keys=True)}",
+        f"SCHEDULER_CORES = {gateway.SCHEDULER_CORES!r}",
+        f"SCHEDULER_MEMORY_GB = {gateway.SCHEDULER_MEMORY_GB!r}",
+        f"EXTRA_ENVIRONMENT = {json.dumps(environment or {}, sort_keys=True)}",
+        f"BACKEND_CLASS = {backend_class!r}",
+        f"IDLE_TIMEOUT = {float(d.services.dask_gateway.idle_timeout_seconds)!r}",
+        END_VALUES,
+    ])
+    source = resources.files("lunarhub.compute").joinpath(LIMITS_MODULE).read_text(encoding="utf-8")
+    head, rest = source.split(BEGIN_VALUES, 1)
+    _, tail = rest.split(END_VALUES, 1)
+    return (f"# --- lunarhub: per-group dask limits (rendered from the deployment file; source: "
+            f"lunarhub/compute/{LIMITS_MODULE}) ---\n" + _without_docstring(head) + values + tail
+            + "\n\nlunarhub_configure(c)\n")
+
+
+def _without_docstring(source: str) -> str:
+    # The module's docstring explains the module; in a rendered config it would be a stray string.
+    first = ast.parse(source + "\npass").body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        return "".join(source.splitlines(keepends=True)[first.end_lineno:]).lstrip("\n")
+    return source
 
 
 def _secret(d: Deployment, name: str, with_secrets: bool) -> str:
@@ -340,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`lunarhub render` with parsed arguments (the `lunarhub` tree parses them with build_parser's)."""
     try:
         d = roster.effective(config.load(args.config))
     except config.ConfigError as exc:

@@ -3,6 +3,9 @@
 Every component (hub, sites, gateway, dashboards) reads this model; none reads
 the YAML itself. Errors carry the key path and, where the YAML gives it, the
 line, so an operator can fix the file without guessing.
+
+The field descriptions are the documentation of the file: docs/config-reference.md
+is generated from them (lunarhub.config.reference).
 """
 
 from __future__ import annotations
@@ -24,23 +27,18 @@ from pydantic import (
     model_validator,
 )
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-REPO_ROOT = PACKAGE_ROOT.parent
-DEFAULT_CONFIG = REPO_ROOT / "hub" / "lunarhub.yaml"
+from lunarhub.config.errors import ConfigError, CrossFieldErrors, Problem
+from lunarhub.config.locations import DEFAULT_CONFIG, PACKAGE_ROOT
+
+__all__ = [
+    "DEFAULT_CONFIG", "DEFAULT_PATHS", "NAME_RE", "PACKAGE_ROOT", "Auth", "ConfigError", "CrossFieldErrors", "DaskGateway",
+    "Dashboards", "Deployment", "Group", "GroupLimits", "HubSettings", "IdleCuller", "Institution",
+    "LDAPAuth", "OAuthProvider", "PasswordAuth", "PathKey", "Paths", "Policy", "Problem", "Profile", "Role",
+    "Services", "Site", "Strict", "Texts", "User", "default_location", "load", "parse",
+]
 
 # POSIX portable user names, as adduser accepts them; also safe in URLs and paths.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-
-
-class ConfigError(Exception):
-    """A deployment file that cannot be used, with where and why."""
-
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
-        self.source = source
-        self.problems = problems
-        lines = [f"{source}: invalid deployment config"]
-        lines += [f"  {where}: {why}" for where, why in problems]
-        super().__init__("\n".join(lines))
 
 
 class Strict(BaseModel):
@@ -48,7 +46,7 @@ class Strict(BaseModel):
 
 
 class Role(StrEnum):
-    """What members of a group may do; mapped to JupyterHub roles in hub.py."""
+    """What members of a group may do; mapped to JupyterHub roles in lunarhub.platform.hub."""
 
     science = "science"
     reviewer = "reviewer"
@@ -57,105 +55,152 @@ class Role(StrEnum):
     admin = "admin"
 
 
+Policy = Literal["open", "partners", "ru-only", "cn-only"]
+
+
 class Texts(Strict):
-    en: str
-    ru: str | None = None
-    zh: str | None = None
+    """A text shown to users, in each interface language."""
+
+    en: str = Field(description="English text (always required: the fallback for other languages).")
+    ru: str | None = Field(None, description="Russian text; English is shown when missing.")
+    zh: str | None = Field(None, description="Chinese text; English is shown when missing.")
 
 
 class Institution(Strict):
-    name: Texts
-    country: Literal["RU", "CN"]
-    site: str | None = None
+    """A member institute of the data center."""
+
+    name: Texts = Field(description="The institute's name as users see it.",
+                        examples=[{"en": "Space Research Institute (IKI RAS)", "ru": "ИКИ РАН"}])
+    country: Literal["RU", "CN"] = Field(description="Country of the institute; decides `ru-only`/`cn-only` data.")
+    site: str | None = Field(None, description="Name of the institute's data site (a key of `sites`).",
+                             examples=["ru"])
 
 
 class Profile(Strict):
     """Resource limits of a user server (and defaults for dask clusters)."""
 
-    cpu: float = Field(1.0, gt=0, le=64)
-    memory_gb: float = Field(2.0, gt=0, le=512)
+    cpu: float = Field(1.0, gt=0, le=64, description="CPU cores of a user server.")
+    memory_gb: float = Field(2.0, gt=0, le=512, description="Memory limit of a user server, in GB.")
 
 
 class GroupLimits(Strict):
-    """Per-group dask-gateway limits (issue 4)."""
+    """Per-group dask-gateway limits (issue 4); a user gets the largest limits of their groups."""
 
-    max_clusters: int = Field(1, ge=0)
-    max_cores: float = Field(2, ge=0)
-    max_memory_gb: float = Field(4, ge=0)
-    max_workers: int = Field(2, ge=0)
+    max_clusters: int = Field(1, ge=0, description="Dask clusters a member may run at once.")
+    max_cores: float = Field(2, ge=0, description="CPU cores of all of a member's clusters together.")
+    max_memory_gb: float = Field(4, ge=0, description="Memory of all of a member's clusters together, in GB.")
+    max_workers: int = Field(2, ge=0, description="Workers of one cluster.")
 
 
 class Group(Strict):
-    role: Role
-    institution: str | None = None
-    description: Texts | None = None
-    profile: str = "standard"
-    # Groups whose members (and the group itself) this group may share servers with.
-    share_with: list[str] = Field(default_factory=list)
-    # Teams get a shared project folder writable by members only.
-    project_folder: bool = False
-    # Instructors: the student groups whose servers they may see and help.
-    teaches: list[str] = Field(default_factory=list)
-    # Data policies granted beyond what the role gives (e.g. a course reading `partners` data).
-    grants: list[Literal["open", "partners", "ru-only", "cn-only"]] = Field(default_factory=list)
-    dask: GroupLimits | None = None
+    """A group of users: their role, institute, resources, sharing and data grants."""
+
+    role: Role = Field(description="What members may do: science, reviewer (dashboards only), instructor, "
+                                   "student or admin.")
+    institution: str | None = Field(None, description="The group's institute (a key of `institutions`); "
+                                                      "its country decides national data access.")
+    description: Texts | None = Field(None, description="Shown on the hub's pages.")
+    profile: str = Field("standard", description="Resource profile of members' servers (a key of `profiles`).")
+    share_with: list[str] = Field(
+        default_factory=list,
+        description="Groups whose members (and the group itself) this group may share servers with.",
+        examples=[["ru-science", "cn-science", "reviewers"]],
+    )
+    project_folder: bool = Field(False, description="Give the group a shared project folder writable by "
+                                                    "members only (for teams).")
+    teaches: list[str] = Field(default_factory=list, description="Instructors: the student groups whose "
+                                                                 "servers they may see and help.",
+                               examples=[["students"]])
+    grants: list[Policy] = Field(
+        default_factory=list,
+        description="Data policies granted beyond what the role gives (e.g. a course reading `partners` data).",
+        examples=[["partners"]],
+    )
+    dask: GroupLimits | None = Field(None, description="Dask-gateway limits of members; none: no clusters.")
 
 
 class User(Strict):
-    groups: list[str] = Field(min_length=1)
-    full_name: str | None = None
-    email: str | None = None
+    """A hub user (more can be added with `lunarhub users` or a CSV roster)."""
+
+    groups: list[str] = Field(min_length=1, description="The user's groups (keys of `groups`), at least one.",
+                              examples=[["ru-science"]])
+    full_name: str | None = Field(None, description="Shown on the hub's pages.")
+    email: str | None = Field(None, description="Contact address (not used for login).")
 
 
 class HubSettings(Strict):
-    ip: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    hub_port: int = Field(8081, ge=1, le=65535)
-    proxy_api_port: int = Field(8001, ge=1, le=65535)
-    # system-users: one system account per hub user (needs root).
-    # single-account: every server runs as the operator; for unprivileged development only.
-    isolation: Literal["system-users", "single-account"] = "system-users"
-    database_url: str | None = None
+    """The hub and its proxy."""
+
+    ip: str = Field("127.0.0.1", description="Address the public proxy listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Public port (configurable-http-proxy).")
+    hub_port: int = Field(8081, ge=1, le=65535, description="The hub's internal API port.")
+    proxy_api_port: int = Field(8001, ge=1, le=65535, description="The proxy's REST API port.")
+    isolation: Literal["system-users", "single-account"] = Field(
+        "system-users",
+        description="`system-users`: one system account per hub user (needs root). `single-account`: every "
+                    "server runs as the operator; for unprivileged development only.",
+    )
+    database_url: str | None = Field(None, description="The hub's database; default: SQLite in `state_dir`.",
+                                     examples=["postgresql://hub@db/jupyterhub"])
     # Generous: many servers starting at once on a small machine (a class) take time.
-    start_timeout: int = Field(180, ge=5)
-    http_timeout: int = Field(120, ge=5)
-    # Seconds a single-user server trusts a cached token's permissions; short so
-    # revoked shares take effect within seconds.
-    token_cache_seconds: int = Field(5, ge=0, le=600)
-    home_root: str = "/home"
-    # configurable-http-proxy executable; default: the project's npm install, then PATH.
-    proxy_command: str | None = None
+    start_timeout: int = Field(180, ge=5, description="Seconds a user server may take to start.")
+    http_timeout: int = Field(120, ge=5, description="Seconds a started server may take to answer HTTP.")
+    token_cache_seconds: int = Field(
+        5, ge=0, le=600,
+        description="Seconds a single-user server trusts a cached token's permissions; short so revoked "
+                    "shares take effect within seconds.",
+    )
+    home_root: str = Field("/home", description="Parent folder of the users' home folders.")
+    proxy_command: str | None = Field(
+        None,
+        description="configurable-http-proxy executable; default: the project's npm install "
+                    "(`paths.node_modules`), then PATH.",
+    )
 
 
 class PasswordAuth(Strict):
-    min_password_length: int = Field(12, ge=8)
+    """Hub-managed passwords (the demo's login)."""
+
+    min_password_length: int = Field(12, ge=8, description="Shortest password a user may set.")
 
 
 class OAuthProvider(Strict):
-    """GenericOAuthenticator settings for an institute's identity provider."""
+    """GenericOAuthenticator settings for an institute's identity provider (docs/auth.md)."""
 
-    client_id: str
-    client_secret_file: str
-    authorize_url: str
-    token_url: str
-    userdata_url: str
-    username_claim: str = "preferred_username"
-    scope: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
-    groups_claim: str | None = "groups"
+    client_id: str = Field(description="OAuth client id registered at the provider.")
+    client_secret_file: str = Field(description="File holding the client secret (relative: to the "
+                                                "deployment file's folder).",
+                                    examples=["/etc/lunarhub/oauth-secret"])
+    authorize_url: str = Field(description="The provider's authorization endpoint.")
+    token_url: str = Field(description="The provider's token endpoint.")
+    userdata_url: str = Field(description="The provider's user-info endpoint.")
+    username_claim: str = Field("preferred_username", description="User-info claim that gives the hub user name.")
+    scope: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"],
+                             description="OAuth scopes requested at login.")
+    groups_claim: str | None = Field("groups", description="User-info claim listing the user's groups "
+                                                           "(not read yet: groups come from this file).")
 
 
 class LDAPAuth(Strict):
-    server_address: str
-    server_port: int = 636
-    use_ssl: bool = True
-    bind_dn_template: list[str]
+    """LDAP login against an institute's directory (docs/auth.md)."""
+
+    server_address: str = Field(description="LDAP server host name.", examples=["ldap.iki.rssi.ru"])
+    server_port: int = Field(636, description="LDAP server port.")
+    use_ssl: bool = Field(True, description="Connect with TLS (LDAPS).")
+    bind_dn_template: list[str] = Field(description="DN templates tried at login; `{username}` is replaced.",
+                                        examples=[["uid={username},ou=people,dc=iki,dc=ru"]])
 
 
 class Auth(Strict):
-    kind: Literal["password", "oauth", "ldap"] = "password"
-    password: PasswordAuth = Field(default_factory=PasswordAuth)
-    oauth: OAuthProvider | None = None
-    ldap: LDAPAuth | None = None
+    """How users log in."""
+
+    kind: Literal["password", "oauth", "ldap"] = Field(
+        "password", description="`password` (hub-managed), `oauth` (GenericOAuthenticator) or `ldap`; "
+                                "the matching section below is then required.",
+    )
+    password: PasswordAuth = Field(default_factory=PasswordAuth, description="Settings of `kind: password`.")
+    oauth: OAuthProvider | None = Field(None, description="Settings of `kind: oauth`.")
+    ldap: LDAPAuth | None = Field(None, description="Settings of `kind: ldap`.")
 
     @model_validator(mode="after")
     def _needs_section(self) -> Auth:
@@ -167,46 +212,61 @@ class Auth(Strict):
 
 
 class IdleCuller(Strict):
-    enabled: bool = True
-    timeout_seconds: int = Field(3600, ge=60)
-    every_seconds: int = Field(300, ge=10)
+    """Stops idle user servers (jupyterhub-idle-culler)."""
+
+    enabled: bool = Field(True, description="Run the idle culler.")
+    timeout_seconds: int = Field(3600, ge=60, description="A server idle this long is stopped.")
+    every_seconds: int = Field(300, ge=10, description="How often servers are checked.")
 
 
 class DaskGateway(Strict):
-    enabled: bool = True
-    port: int = Field(8010, ge=1, le=65535)
-    scheduler_proxy_port: int = Field(8786, ge=1, le=65535)
-    idle_timeout_seconds: int = Field(1800, ge=0)
-    backend: Literal["local", "kubernetes", "pbs", "slurm"] = "local"
+    """The dask-gateway service (docs/scale-out.md)."""
+
+    enabled: bool = Field(True, description="Run dask-gateway for users' clusters.")
+    port: int = Field(8010, ge=1, le=65535, description="The gateway's API port.")
+    scheduler_proxy_port: int = Field(8786, ge=1, le=65535, description="Port of the gateway's scheduler proxy.")
+    idle_timeout_seconds: int = Field(1800, ge=0, description="An idle cluster is stopped after this; 0: never.")
+    backend: Literal["local", "kubernetes", "pbs", "slurm"] = Field(
+        "local", description="Where clusters run: local processes here, or rendered for Kubernetes/PBS/Slurm "
+                             "(`lunarhub render`).",
+    )
 
 
 class Dashboards(Strict):
-    enabled: bool = True
-    port: int = Field(8020, ge=1, le=65535)
-    # Sessions of a dashboard's latest version built ahead while its server is idle, so a
-    # crowd of reviewers opening it together does not queue (docs/dashboards.md). 0: off.
-    ready_sessions: int = Field(32, ge=0, le=256)
+    """The dashboards gallery and servers (docs/dashboards.md)."""
+
+    enabled: bool = Field(True, description="Run the dashboards service.")
+    port: int = Field(8020, ge=1, le=65535, description="Port of the dashboards service.")
+    ready_sessions: int = Field(
+        32, ge=0, le=256,
+        description="Sessions of a dashboard's latest version built ahead while its server is idle, so a crowd "
+                    "of reviewers opening it together does not queue. 0: off.",
+    )
 
 
 class Services(Strict):
-    idle_culler: IdleCuller = Field(default_factory=IdleCuller)
-    dask_gateway: DaskGateway = Field(default_factory=DaskGateway)
-    dashboards: Dashboards = Field(default_factory=Dashboards)
+    """Hub services."""
 
-
-Policy = Literal["open", "partners", "ru-only", "cn-only"]
+    idle_culler: IdleCuller = Field(default_factory=IdleCuller, description="Stops idle user servers.")
+    dask_gateway: DaskGateway = Field(default_factory=DaskGateway, description="Dask clusters for users.")
+    dashboards: Dashboards = Field(default_factory=Dashboards, description="Published Panel dashboards.")
 
 
 class Site(Strict):
     """A national data site. `local` sites are started by `lunarhub up`; `remote`
     sites are an institute's own endpoint, only their URL is configured."""
 
-    institution: str
-    kind: Literal["local", "remote"] = "local"
-    port: int | None = Field(None, ge=1, le=65535)
-    url: str | None = None
-    data_dir: str | None = None
-    embargo_until: str | None = None
+    institution: str = Field(description="The institute that runs the site (a key of `institutions`).")
+    kind: Literal["local", "remote"] = Field("local", description="`local`: served here by nginx; `remote`: "
+                                                                  "an institute's own endpoint.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port of a local site (required when local).")
+    url: str | None = Field(None, description="URL of a remote site (required when remote).",
+                            examples=["https://data.nao.cas.cn/lunar/"])
+    data_dir: str | None = Field(None, description="Data folder of a local site (required when local).",
+                                 examples=["../catalogs/data/ru"])
+    embargo_until: str | None = Field(None, description="Date (YYYY-MM-DD) from which the site's own `<country>-only` "
+                                                        "data open to everyone entitled to `partners`.",
+                                      examples=["2026-01-01"])
 
     @model_validator(mode="after")
     def _where(self) -> Site:
@@ -217,22 +277,86 @@ class Site(Strict):
         return self
 
 
+# Where the checkout keeps each `paths` entry, relative to hub/lunarhub.yaml.
+DEFAULT_PATHS = {
+    "templates": "templates",
+    "kernels": "../kernels",
+    "catalogs": "../catalogs",
+    "tutorials": "../notebooks/tutorials",
+    "hub_config": "jupyterhub_config.py",
+    "gateway_config": "dask_gateway_config.py",
+    "node_modules": "../node_modules",
+}
+PathKey = Literal["templates", "kernels", "catalogs", "tutorials", "hub_config", "gateway_config", "node_modules"]
+
+
+def _layout(key: str) -> str:
+    return f"Default: `{DEFAULT_PATHS[key]}` seen from the default deployment file (the checkout's layout)."
+
+
+class Paths(Strict):
+    """Files of the deployment outside the Python package. A path set here is relative to
+    the deployment file's folder; one left out is where the default deployment file
+    (lunarhub.config.locations) has it, so an installed wheel with its own deployment
+    file sets these and a checkout needs none of them."""
+
+    templates: str | None = Field(None, description="Folder of the hub's page templates. " + _layout("templates"))
+    kernels: str | None = Field(
+        None,
+        description="Folder of the kernel spec (`lunar-python3/`) and the servers' Jupyter config (`config/`); "
+                    "must be named `kernels`, as its parent goes on JUPYTER_PATH. " + _layout("kernels"),
+        examples=["/usr/share/lunarhub/kernels"],
+    )
+    catalogs: str | None = Field(None, description="Folder of the site catalogs (`<site>.yaml`, `root.yaml`) "
+                                                   "and their sample data sources. " + _layout("catalogs"))
+    tutorials: str | None = Field(None, description="Folder of the tutorial notebooks courses copy to "
+                                                    "students. " + _layout("tutorials"))
+    hub_config: str | None = Field(None, description="JupyterHub config file `lunarhub up` starts the hub with. "
+                                                     + _layout("hub_config"))
+    gateway_config: str | None = Field(None, description="dask-gateway-server config file `lunarhub up` starts "
+                                                         "the gateway with. " + _layout("gateway_config"))
+    node_modules: str | None = Field(None, description="npm install holding configurable-http-proxy (used when "
+                                                       "`hub.proxy_command` is not set). " + _layout("node_modules"))
+
+    @field_validator("kernels")
+    @classmethod
+    def _jupyter_data_dir(cls, value: str | None) -> str | None:
+        if value is not None and Path(value).name != "kernels":
+            raise ValueError("the kernels folder must be named 'kernels' (Jupyter looks for kernels/<name>)")
+        return value
+
+
+def default_location(key: PathKey) -> Path:
+    """Where the default deployment file has a `paths` entry: for code that runs without a
+    deployment at hand (a kernel's `lunarhub catalog validate`, the data build, a doctor)."""
+    return (DEFAULT_CONFIG.parent / DEFAULT_PATHS[key]).resolve()
+
+
 class Deployment(Strict):
-    name: str = "lunarhub"
-    state_dir: str = "../.state"
-    secrets_dir: str | None = None
-    languages: list[Literal["en", "ru", "zh"]] = Field(default_factory=lambda: ["en", "ru", "zh"])
-    hub: HubSettings = Field(default_factory=HubSettings)
-    auth: Auth = Field(default_factory=Auth)
-    institutions: dict[str, Institution]
-    groups: dict[str, Group]
-    users: dict[str, User] = Field(default_factory=dict)
-    profiles: dict[str, Profile] = Field(default_factory=lambda: {"standard": Profile()})
-    services: Services = Field(default_factory=Services)
-    sites: dict[str, Site] = Field(default_factory=dict)
+    """The deployment file (hub/lunarhub.yaml). Relative paths resolve against its folder."""
+
+    name: str = Field("lunarhub", description="The deployment's name, shown on the hub's pages.",
+                      examples=["Joint Lunar Data Center"])
+    state_dir: str = Field("../.state", description="Hub database, secrets, logs, dashboards store.")
+    secrets_dir: str | None = Field(None, description="Folder of generated secrets; default: "
+                                                      "`<state_dir>/secrets`.")
+    languages: list[Literal["en", "ru", "zh"]] = Field(default_factory=lambda: ["en", "ru", "zh"],
+                                                       description="Interface languages offered.")
+    hub: HubSettings = Field(default_factory=HubSettings, description="The hub and its proxy.")
+    auth: Auth = Field(default_factory=Auth, description="How users log in (docs/auth.md).")
+    institutions: dict[str, Institution] = Field(description="Member institutes, by short name.")
+    groups: dict[str, Group] = Field(description="User groups, by name (lowercase letters, digits, '-').")
+    users: dict[str, User] = Field(default_factory=dict, description="Hub users, by user name (lowercase "
+                                                                     "letters, digits, '-').")
+    profiles: dict[str, Profile] = Field(default_factory=lambda: {"standard": Profile()},
+                                         description="Resource profiles of user servers, by name.")
+    services: Services = Field(default_factory=Services, description="Hub services.")
+    sites: dict[str, Site] = Field(default_factory=dict, description="National data sites, by name "
+                                                                     "(docs/data-sites.md).")
+    paths: Paths = Field(default_factory=Paths, description="Files outside the Python package.")
 
     # Where the file was loaded from; relative paths in it resolve against it.
-    _base_dir: Path = PrivateAttr(default=REPO_ROOT / "hub")
+    _base_dir: Path = PrivateAttr(default=DEFAULT_CONFIG.parent)
     _config_file: Path | None = PrivateAttr(default=None)
 
     @field_validator("groups", "users")
@@ -248,64 +372,71 @@ class Deployment(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Deployment:
-        problems: list[str] = []
+        problems: list[tuple[tuple[str, ...], str]] = []
         for gname, group in self.groups.items():
             if group.institution and group.institution not in self.institutions:
-                problems.append(f"groups.{gname}.institution: unknown institution {group.institution!r}")
+                problems.append((("groups", gname, "institution"), f"unknown institution {group.institution!r}"))
             if group.profile not in self.profiles:
-                problems.append(f"groups.{gname}.profile: unknown profile {group.profile!r}")
+                problems.append((("groups", gname, "profile"), f"unknown profile {group.profile!r}"))
             for other in group.share_with:
                 if other not in self.groups:
-                    problems.append(f"groups.{gname}.share_with: unknown group {other!r}")
+                    problems.append((("groups", gname, "share_with"), f"unknown group {other!r}"))
             for other in group.teaches:
                 if other not in self.groups:
-                    problems.append(f"groups.{gname}.teaches: unknown group {other!r}")
+                    problems.append((("groups", gname, "teaches"), f"unknown group {other!r}"))
                 elif self.groups[other].role is not Role.student:
-                    problems.append(f"groups.{gname}.teaches: {other!r} is not a student group")
+                    problems.append((("groups", gname, "teaches"), f"{other!r} is not a student group"))
         for uname, user in self.users.items():
             if uname in self.groups:
-                problems.append(f"users.{uname}: a user may not share a name with a group")
+                problems.append((("users", uname), "a user may not share a name with a group"))
             for g in user.groups:
                 if g not in self.groups:
-                    problems.append(f"users.{uname}.groups: user is in undefined group {g!r}")
+                    problems.append((("users", uname, "groups"), f"user is in undefined group {g!r}"))
         for sname, site in self.sites.items():
             if site.institution not in self.institutions:
-                problems.append(f"sites.{sname}.institution: unknown institution {site.institution!r}")
+                problems.append((("sites", sname, "institution"), f"unknown institution {site.institution!r}"))
         for iname, inst in self.institutions.items():
             if inst.site and inst.site not in self.sites:
-                problems.append(f"institutions.{iname}.site: unknown site {inst.site!r}")
+                problems.append((("institutions", iname, "site"), f"unknown site {inst.site!r}"))
         ports: dict[int, str] = {}
-        for key, port in self.ports().items():
+        for key, port in self._port_keys():
+            dotted = ".".join(key)
             if port in ports:
-                problems.append(f"{key}: port {port} is already used by {ports[port]}")
+                problems.append((key, f"port {port} is already used by {ports[port]}"))
             else:
-                ports[port] = key
+                ports[port] = dotted
         if problems:
-            raise ValueError("; ".join(problems))
+            raise CrossFieldErrors(problems)
         return self
 
     # ---- derived views (read-only helpers other modules use) ----
 
-    def ports(self) -> dict[str, int]:
-        """Every TCP port this deployment listens on, by key path."""
-        out = {
-            "hub.port": self.hub.port,
-            "hub.hub_port": self.hub.hub_port,
-            "hub.proxy_api_port": self.hub.proxy_api_port,
-        }
+    def _port_keys(self) -> list[tuple[tuple[str, ...], int]]:
+        out = [(("hub", "port"), self.hub.port), (("hub", "hub_port"), self.hub.hub_port),
+               (("hub", "proxy_api_port"), self.hub.proxy_api_port)]
         if self.services.dask_gateway.enabled:
-            out["services.dask_gateway.port"] = self.services.dask_gateway.port
-            out["services.dask_gateway.scheduler_proxy_port"] = self.services.dask_gateway.scheduler_proxy_port
+            out.append((("services", "dask_gateway", "port"), self.services.dask_gateway.port))
+            out.append((("services", "dask_gateway", "scheduler_proxy_port"),
+                        self.services.dask_gateway.scheduler_proxy_port))
         if self.services.dashboards.enabled:
-            out["services.dashboards.port"] = self.services.dashboards.port
+            out.append((("services", "dashboards", "port"), self.services.dashboards.port))
         for sname, site in self.sites.items():
             if site.kind == "local" and site.port:
-                out[f"sites.{sname}.port"] = site.port
+                out.append((("sites", sname, "port"), site.port))
         return out
+
+    def ports(self) -> dict[str, int]:
+        """Every TCP port this deployment listens on, by key path."""
+        return {".".join(key): port for key, port in self._port_keys()}
 
     def path(self, value: str) -> Path:
         p = Path(os.path.expanduser(value))
         return p if p.is_absolute() else (self._base_dir / p).resolve()
+
+    def location(self, key: PathKey) -> Path:
+        """A `paths` entry: relative to this file when set, else where the default layout has it."""
+        value = getattr(self.paths, key)
+        return self.path(value) if value is not None else default_location(key)
 
     @property
     def state_path(self) -> Path:
@@ -341,6 +472,7 @@ class Deployment(Strict):
     @property
     def config_file(self) -> Path | None:
         return self._config_file
+
 
 
 def _line_index(text: str) -> dict[tuple[str, ...], int]:
@@ -400,22 +532,17 @@ def parse(text: str, source: str = "<string>", base_dir: Path | None = None) -> 
     try:
         model = Deployment.model_validate(data)
     except ValidationError as exc:
-        problems = []
+        problems: list[Problem] = []
         for err in exc.errors():
+            cross = (err.get("ctx") or {}).get("error")
+            if isinstance(cross, CrossFieldErrors):
+                problems += [Problem(".".join(key), why, _line_for(lines, key)) for key, why in cross.problems]
+                continue
             loc = tuple(str(p) for p in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
-            # Cross-reference errors name their own key paths inside the message.
-            if not loc and ": " in msg:
-                for part in msg.split("; "):
-                    key, _, why = part.partition(": ")
-                    kline = _line_for(lines, tuple(key.split(".")))
-                    problems.append((key + (f" (line {kline})" if kline else ""), why))
-                continue
-            key = ".".join(loc) or "(top level)"
-            kline = _line_for(lines, loc)
-            problems.append((key + (f" (line {kline})" if kline else ""), msg))
+            problems.append(Problem(".".join(loc) or "(top level)", msg, _line_for(lines, loc)))
         raise ConfigError(source, problems) from None
     if base_dir is not None:
         model._base_dir = base_dir
@@ -431,7 +558,7 @@ def _line_for(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int | 
 
 
 def load(path: str | os.PathLike | None = None) -> Deployment:
-    """Load the deployment file: `path`, else $LUNARHUB_CONFIG, else hub/lunarhub.yaml."""
+    """Load the deployment file: `path`, else $LUNARHUB_CONFIG, else DEFAULT_CONFIG (lunarhub.config.locations)."""
     p = Path(path or os.environ.get("LUNARHUB_CONFIG") or DEFAULT_CONFIG).resolve()
     if not p.exists():
         raise ConfigError(str(p), [("(file)", "deployment config not found")])

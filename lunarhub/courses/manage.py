@@ -21,15 +21,20 @@ import argparse
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from lunarhub.config import REPO_ROOT, ConfigError, Deployment, Role
+from lunarhub.config import ConfigError, Deployment, Role, default_location
 
-TUTORIALS = REPO_ROOT / "notebooks" / "tutorials"
+# The default layout's tutorials; a deployment's own are at its `paths.tutorials`.
+TUTORIALS = default_location("tutorials")
+T = TypeVar("T")
 MANIFEST = ".lunarhub-course.json"
 
 
@@ -107,21 +112,47 @@ def _owner(d: Deployment, username: str) -> tuple[int, int] | None:
     return e.pw_uid, e.pw_gid
 
 
-def _write_copy(src: Path, dest: Path, owner: tuple[int, int] | None) -> None:
+def as_owner(owner: tuple[int, int] | None, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` as the student: in a forked child that dropped root, so every path it opens
+    in the home is resolved with the student's rights and a link they planted leads only where
+    they could write anyway. ``owner`` None: in this process (single-account mode, not root)."""
+    if owner is None:
+        return fn(*args)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into the caller's code
+        os.close(read_end)
+        code = 0
+        try:
+            os.setgroups([])
+            os.setgid(owner[1])
+            os.setuid(owner[0])
+            payload = pickle.dumps(("ok", fn(*args)))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+            payload, code = pickle.dumps(("error", f"{type(exc).__name__}: {exc}")), 1
+        with os.fdopen(write_end, "wb") as f:
+            f.write(payload)
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError(f"the copy as uid {owner[0]} ended without a result")
+    status, value = pickle.loads(data)
+    if status != "ok":
+        raise RuntimeError(f"as uid {owner[0]}: {value}")
+    return value
+
+
+def _write_copy(src: Path, dest: Path) -> None:
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.copyfile(src, tmp)
-    if owner:
-        os.chown(tmp, *owner)
     os.replace(tmp, dest)
 
 
-def sync_home(d: Deployment, course: str, username: str, source: Path = TUTORIALS) -> SyncReport:
-    """Bring the student's course folder up to date without ever overwriting their edits."""
-    folder = home_of(d, username) / course_folder_name(course)
-    owner = _owner(d, username)
+def _sync_folder(folder: Path, source: Path) -> SyncReport:
     folder.mkdir(parents=True, exist_ok=True)
-    if owner:
-        os.chown(folder, *owner)
     mpath = folder / MANIFEST
     manifest = json.loads(mpath.read_text(encoding="utf-8")) if mpath.exists() else {}
     rep = SyncReport([], [], [])
@@ -129,31 +160,43 @@ def sync_home(d: Deployment, course: str, username: str, source: Path = TUTORIAL
         src, dest = source / name, folder / name
         new = _sha(src)
         if not dest.exists():
-            _write_copy(src, dest, owner)
+            _write_copy(src, dest)
             rep.added.append(name)
         elif _sha(dest) == manifest.get(name):
             if new != manifest[name]:
-                _write_copy(src, dest, owner)  # untouched by the student: take the new version
+                _write_copy(src, dest)  # untouched by the student: take the new version
                 rep.updated.append(name)
         elif _sha(dest) != new:
             rep.kept_edited.append(name)
             continue  # the student's work: never overwritten (reset_notebook gives a clean copy)
         manifest[name] = new
     mpath.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-    if owner:
-        os.chown(mpath, *owner)
     return rep
 
 
-def reset_notebook(d: Deployment, course: str, username: str, notebook: str, source: Path = TUTORIALS) -> Path | None:
+def sync_home(d: Deployment, course: str, username: str, source: Path | None = None) -> SyncReport:
+    """Bring the student's course folder up to date without ever overwriting their edits.
+
+    Done as the student (:func:`as_owner`): root never writes through a path in a home."""
+    folder = home_of(d, username) / course_folder_name(course)
+    return as_owner(_owner(d, username), _sync_folder, folder, source or d.location("tutorials"))
+
+
+def _move_aside(dest: Path) -> Path | None:
+    if not dest.exists():
+        return None
+    backup = dest.with_name(f"{dest.stem}.backup-{time.strftime('%Y%m%d-%H%M%S')}{dest.suffix}")
+    os.replace(dest, backup)
+    return backup
+
+
+def reset_notebook(d: Deployment, course: str, username: str, notebook: str,
+                   source: Path | None = None) -> Path | None:
     """A clean copy of one tutorial; the student's version is kept beside it. Returns the backup path."""
+    source = source or d.location("tutorials")
     name = safe_notebook(notebook, source)
     folder = home_of(d, username) / course_folder_name(course)
-    dest = folder / name
-    backup = None
-    if dest.exists():
-        backup = dest.with_name(f"{dest.stem}.backup-{time.strftime('%Y%m%d-%H%M%S')}{dest.suffix}")
-        os.replace(dest, backup)
+    backup = as_owner(_owner(d, username), _move_aside, folder / name)
     sync_home(d, course, username, source)
     return backup
 
@@ -260,7 +303,7 @@ def create(base: Deployment, name: str, roster_text: str, roster_source: str,
     previous = load_course(d, name) or {}
     _save_course(d, name, {"group": name, "students": sorted(set(previous.get("students", [])) | set(students)),
                            "instructors": sorted({u for g in teachers for u in d.members(g)}),
-                           "notebooks": tutorial_files(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                           "notebooks": tutorial_files(d.location("tutorials")), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
     for u, p in passwords.items():
         out.append(f"  password for {u}: {p}")
     return out
@@ -290,8 +333,8 @@ def _with_course_group(text: str, course: str) -> str:
 def _apply_to_hub(d: Deployment, names: list[str]) -> list[str]:
     """Mirror users and groups into the running hub; restart it once so instructors' per-student
     access filters include the new students (lunarhub.platform.hub.roles builds them at hub start)."""
-    from lunarhub.cli import commands as cli
     from lunarhub.platform import hubclient as hubapi
+    from lunarhub.platform import lifecycle
 
     try:
         api = hubapi.HubAPI(d)
@@ -299,7 +342,7 @@ def _apply_to_hub(d: Deployment, names: list[str]) -> list[str]:
             api.ensure_user(n, d.users[n].groups, list(d.groups))
     except hubapi.HubUnavailable:
         return ["(hub not running: applied at next `lunarhub up`)"]
-    cli.restart_hub(d)
+    lifecycle.restart_hub(d)
     return ["(applied to the running hub; hub restarted to update instructors' access)"]
 
 
@@ -316,7 +359,7 @@ def status(d: Deployment, name: str) -> list[str]:
             running[u["name"]] = "running" if srv and srv.get("ready") else "stopped"
     except (hubapi.HubUnavailable, RuntimeError) as exc:  # status still shows progress without the hub
         print(f"lunarhub course: server states unknown: {exc}", file=sys.stderr)
-    notebooks = info.get("notebooks") or tutorial_files()
+    notebooks = info.get("notebooks") or tutorial_files(d.location("tutorials"))
     short = [n.split("-")[0] for n in notebooks]
     lines = [f"course {name}: {len(info['students'])} students; instructors: {', '.join(info['instructors'])}",
              f"{'student':20s} {'server':8s} " + " ".join(f"{s:>6s}" for s in short)]
@@ -332,10 +375,7 @@ def status(d: Deployment, name: str) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    from lunarhub import config
-    from lunarhub.config import roster
-
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lunarhub course", description="Courses: students, tutorials, progress")
     p.add_argument("--config", help="deployment YAML (default: $LUNARHUB_CONFIG or hub/lunarhub.yaml)")
     sub = p.add_subparsers(dest="action", required=True)
@@ -349,7 +389,18 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("name")
     r.add_argument("student")
     r.add_argument("notebook")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`lunarhub course` with parsed arguments (the `lunarhub` tree parses them with build_parser's)."""
+    from lunarhub import config
+    from lunarhub.config import roster
+
     try:
         base = config.load(args.config)
         if args.action == "create":

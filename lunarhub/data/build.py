@@ -25,16 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lunarhub.config import REPO_ROOT, Deployment
+from lunarhub.config import Deployment, default_location
+from lunarhub.lunar import GEOGRAPHIC, MOON_RADIUS_M, SOUTH_POLAR
 
 log = logging.getLogger(__name__)
 
 # The real source files ship in the repo (catalogs/sources, with PROVENANCE.md), so a
 # fresh clone rebuilds the sites' data without anything outside the project.
-SOURCE_DIR = Path(os.environ.get("LUNARHUB_SOURCE_DATA", REPO_ROOT / "catalogs" / "sources"))
-MOON_RADIUS_M = 1737400.0
-GEOGRAPHIC = "IAU_2015:30100"  # Moon 2015 sphere, planetocentric lon/lat
-SOUTH_POLAR = "IAU_2015:30135"  # Moon 2015 sphere, south polar stereographic
+SOURCE_DIR = Path(os.environ.get("LUNARHUB_SOURCE_DATA", default_location("catalogs") / "sources"))
 CE4_LANDER = (177.5991, -45.4446)  # lon, lat in the CE2TMap2015 frame (from the LPR label)
 
 LPR_STEM = "CE4_GRAS_LPR-1_SCI_N_20231216075001_20231217065500_0316_A"
@@ -187,7 +185,7 @@ def build_basemap(out: Path) -> None:
         crs = ds.crs.to_string()
         prof = {"width": ds.width, "height": ds.height, "crs": crs, "transform": ds.transform,
                 "nodata": ds.nodata}
-    if "IAU_2015:30100" not in crs and "30100" not in crs:
+    if GEOGRAPHIC not in crs and "30100" not in crs:
         log.warning("basemap CRS is %s, expected IAU_2015:30100", crs)
     prof["crs"] = GEOGRAPHIC
     _write_cog(arr, prof, out / "open/basemap/moon_wac_cog.tif", description="LROC WAC mosaic (grayscale)",

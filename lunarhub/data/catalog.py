@@ -26,15 +26,21 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 import yaml
 
-from lunarhub.config import REPO_ROOT
+from lunarhub.config import default_location
 from lunarhub.data.policy import POLICIES, env_prefix
+from lunarhub.lunar import GEOGRAPHIC
 
-ROOT_CATALOG = REPO_ROOT / "catalogs" / "root.yaml"
+if TYPE_CHECKING:  # imported where used, so that opening a catalog stays light
+    import pandas as pd
+    import xarray as xr
+    from fsspec.core import OpenFile
+
+ROOT_CATALOG = default_location("catalogs") / "root.yaml"
 LANGS = ("en", "ru", "zh")
 REQUIRED = ("title", "description", "site", "policy", "mission", "instrument", "crs", "units", "citation",
             "license", "extent")
@@ -110,7 +116,7 @@ _gdal_lock = threading.Lock()
 _gdal_auth_done: set[tuple[str, str | None]] = set()
 
 
-def _gdal():
+def _gdal() -> ctypes.CDLL:
     import rasterio
 
     libs = glob.glob(os.path.join(os.path.dirname(rasterio.__file__) + ".libs", "libgdal*"))
@@ -159,7 +165,7 @@ def _http_check(site: SiteAccess, href: str, what: str) -> None:
 class Entry:
     """One dataset of a site catalog."""
 
-    def __init__(self, name: str, spec: dict, base: str, site: SiteAccess | None, catalog_file: str):
+    def __init__(self, name: str, spec: dict[str, Any], base: str, site: SiteAccess | None, catalog_file: str):
         self.name = name
         self.spec = spec
         self.driver = spec.get("driver")
@@ -181,7 +187,7 @@ class Entry:
         t = self.metadata.get("title") or {}
         return t.get(lang) or t.get("en") or self.name
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"name": self.name, "driver": self.driver, "href": self.href, "metadata": self.metadata}
 
     def _check(self) -> None:
@@ -190,7 +196,7 @@ class Entry:
         elif not self.remote and not Path(self.href).exists():
             raise CatalogError(f"{self.catalog_file}: entry {self.name}: file {self.href} does not exist")
 
-    def read(self, **kwargs):
+    def read(self, **kwargs: Any) -> xr.DataArray | xr.Dataset | pd.DataFrame:
         """Lazy read: xarray (dask-backed) for rasters and cubes, pandas for tables."""
         self._check()
         if self.driver == "rasterio":
@@ -214,7 +220,7 @@ class Entry:
 
     to_dask = read
 
-    def _fileobj(self):
+    def _fileobj(self) -> OpenFile:
         import fsspec
 
         so = {"headers": self.site.headers()} if self.remote and self.site else {}
@@ -227,7 +233,7 @@ class Entry:
             return "/vsicurl/" + self.href
         return self.href
 
-    def _raster(self, chunks: Any = None, overview_level: int | None = None, **kwargs):
+    def _raster(self, chunks: Any = None, overview_level: int | None = None, **kwargs: Any) -> xr.DataArray:
         import rasterio
         import rioxarray
 
@@ -236,7 +242,8 @@ class Entry:
         if overview_level is not None:
             opts["overview_level"] = overview_level
         try:
-            da = rioxarray.open_rasterio(self._gdal_path(), **opts, **kwargs)
+            # One raster per entry: never the list open_rasterio gives for a file of subdatasets.
+            da = cast("xr.DataArray", rioxarray.open_rasterio(self._gdal_path(), **opts, **kwargs))
         except rasterio.errors.RasterioIOError as exc:
             raise CatalogError(f"entry {self.name}: cannot open {self.href}: {exc}") from None
         if da.rio.crs is None:
@@ -250,12 +257,12 @@ class Entry:
         return da
 
     def read_bbox(self, lon_min: float, lat_min: float, lon_max: float, lat_max: float,
-                  crs: str = "IAU_2015:30100", **kwargs):
+                  crs: str = GEOGRAPHIC, **kwargs: Any) -> xr.DataArray:
         """The part of a raster inside a lon/lat box (clear error if it lies outside)."""
         from rasterio.warp import transform_bounds
         from rioxarray.exceptions import NoDataInBounds, OneDimensionalRaster
 
-        da = self.read(**kwargs)
+        da = cast("xr.DataArray", self.read(**kwargs))  # a raster entry's read() gives a DataArray
         left, bottom, right, top = transform_bounds(crs, da.rio.crs, lon_min, lat_min, lon_max, lat_max,
                                                     densify_pts=21)
         b = da.rio.bounds()
@@ -264,14 +271,15 @@ class Entry:
                 f"entry {self.name}: requested box {[lon_min, lat_min, lon_max, lat_max]} ({crs}) lies outside "
                 f"its extent {self.metadata.get('extent', {}).get('bbox', list(b))}")
         try:
-            return da.rio.clip_box(left, bottom, right, top)
+            clipped: xr.DataArray = da.rio.clip_box(left, bottom, right, top)
+            return clipped
         except (NoDataInBounds, OneDimensionalRaster) as exc:
             raise OutsideExtent(f"entry {self.name}: requested box {[lon_min, lat_min, lon_max, lat_max]} "
                                 f"holds no whole pixel: {exc}") from None
 
 
 class SiteCatalog(Mapping[str, Entry]):
-    def __init__(self, name: str, data: dict, base: str, site: SiteAccess | None, source: str,
+    def __init__(self, name: str, data: dict[str, Any], base: str, site: SiteAccess | None, source: str,
                  policies: set[str] | None = None):
         self.name = name
         self.metadata = data.get("metadata") or {}
@@ -332,7 +340,7 @@ class RootCatalog(Mapping[str, SiteCatalog]):
         return f"<RootCatalog sites: {sorted(self.sites)}{down}>"
 
 
-def _load_yaml(text: str, source: str) -> dict:
+def _load_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -354,7 +362,7 @@ def open_site(site: SiteAccess, filter_policies: bool = True) -> SiteCatalog:
                        href, site.policies if filter_policies else None)
 
 
-def open_catalog(environ: Mapping[str, str] | None = None, path: str | os.PathLike | None = None) -> RootCatalog:
+def open_catalog(environ: Mapping[str, str] | None = None, path: str | os.PathLike[str] | None = None) -> RootCatalog:
     """The federated catalog of every data site, with what this user may read.
 
     Without `path`: the sites named in the environment the hub injected. With
@@ -488,7 +496,7 @@ def _check_opens(file: str, name: str, e: Entry) -> list[Problem]:
     return []
 
 
-def validate(path: str | os.PathLike | None = None, open_data: bool = True) -> list[Problem]:
+def validate(path: str | os.PathLike[str] | None = None, open_data: bool = True) -> list[Problem]:
     """Check every catalog at `path` (a file, or a folder's *.yaml): schema, the
     required metadata of every entry, policy, CRS, and that every entry opens."""
     p = Path(path) if path else ROOT_CATALOG.parent

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lunarhub.lunar import MOON_RADIUS_M
+
 # PDS4 data_type -> numpy scalar type (PDS4 Standards Reference, table 4.2).
 PDS4_TYPES: dict[str, str] = {
     "SignedByte": "i1",
@@ -220,7 +222,7 @@ def lpr_to_xarray(label_path: str | Path, data_path: str | Path | None = None):
     return ds
 
 def lander_offset_to_lonlat(
-    north_m: np.ndarray, east_m: np.ndarray, lon0: float, lat0: float, radius_m: float = 1737400.0
+    north_m: np.ndarray, east_m: np.ndarray, lon0: float, lat0: float, radius_m: float = MOON_RADIUS_M
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local tangent plane at (lon0, lat0) -> planetocentric lon/lat on the lunar sphere.
 

@@ -31,14 +31,13 @@ import signal
 from datetime import date
 from pathlib import Path
 
-from lunarhub.config import REPO_ROOT, Deployment, Role
+from lunarhub.config import Deployment, Role
 from lunarhub.data.policy import POLICIES, env_prefix
 
 # Roles that count as an institute's own team for its embargoed data.
 TEAM_ROLES = {Role.science, Role.instructor, Role.admin}
 # Roles that see data the two institutes share (reviewers see dashboards built on it).
 PARTNER_ROLES = {Role.science, Role.reviewer, Role.admin}
-CATALOG_DIR = REPO_ROOT / "catalogs"
 
 
 class SiteError(Exception):
@@ -286,7 +285,7 @@ http {{
 
 def served_catalog_text(deployment: Deployment, name: str) -> str | None:
     """catalogs/<name>.yaml rewritten so its paths are relative to the site root."""
-    src = CATALOG_DIR / f"{name}.yaml"
+    src = deployment.location("catalogs") / f"{name}.yaml"
     if not src.exists():
         return None
     # Convention: catalogs/<site>.yaml addresses its data as {{ CATALOG_DIR }}/data/<site>/...

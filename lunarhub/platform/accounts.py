@@ -6,12 +6,13 @@ second spawn changes nothing that is already right.
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
-import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 from lunarhub.config import Deployment
@@ -56,12 +57,49 @@ def ensure_system_user(d: Deployment, username: str) -> pwd.struct_passwd:
               "--comment", f"lunarhub user {username}", "--user-group", username])
         entry = pwd.getpwnam(username)
     home = Path(entry.pw_dir)
-    home.mkdir(parents=True, exist_ok=True)
-    if home.stat().st_uid != entry.pw_uid:
-        os.chown(home, entry.pw_uid, entry.pw_gid)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(home, 0o700)
+    except FileExistsError:
+        pass
     # Debian's default home mode lets others read; the data center's teams must not.
-    os.chmod(home, 0o700)
+    fd = _open_dir_nofollow(home)
+    try:
+        if os.fstat(fd).st_uid != entry.pw_uid:
+            os.fchown(fd, entry.pw_uid, entry.pw_gid)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
     return entry
+
+
+def _open_dir_nofollow(path: Path | str, dir_fd: int | None = None) -> int:
+    """A directory fd that is never reached through a symlink at the last step (ELOOP/ENOTDIR
+    otherwise): root acts on what the fd names, not on a path the user can re-point."""
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def _own_subdir(parent_fd: int, name: str, uid: int, gid: int) -> int:
+    """``name`` inside ``parent_fd`` as a real directory owned by uid:gid, opened without following
+    links. Anything else there (a planted symlink, a file) is moved aside, never followed."""
+    for _ in range(3):
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+        try:
+            fd = _open_dir_nofollow(name, dir_fd=parent_fd)
+        except (NotADirectoryError, OSError) as exc:
+            if getattr(exc, "errno", None) not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            # Renaming the entry itself is safe: rename never follows the last component.
+            os.rename(name, f"{name}.moved-{int(time.time())}", src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+            continue
+        st = os.fstat(fd)
+        if is_root() and (st.st_uid, st.st_gid) != (uid, gid):
+            os.fchown(fd, uid, gid)
+        return fd
+    raise RuntimeError(f"could not create the folder {name!r}: it keeps being replaced")
 
 
 def ensure_team_folders(d: Deployment) -> dict[str, Path]:
@@ -106,22 +144,41 @@ def prepare_user(d: Deployment, username: str) -> Path:
         home = d.state_path / "homes" / username
         home.mkdir(parents=True, exist_ok=True)
         uid, gid = os.getuid(), os.getgid()
-    link_dir = home / "projects"
-    link_dir.mkdir(exist_ok=True)
-    if is_root():
-        os.chown(link_dir, uid, gid)
-    for team, folder in folders.items():
-        link = link_dir / team
-        if team in teams:
-            if link.is_symlink() and Path(os.readlink(link)) != folder:
-                link.unlink()  # the deployment's state dir moved
-            if not link.is_symlink():
-                if link.exists():
-                    shutil.move(str(link), str(link) + ".moved")
-                link.symlink_to(folder)
-        elif link.is_symlink():
-            link.unlink()
+    home_fd = _open_dir_nofollow(home)
+    try:
+        if os.fstat(home_fd).st_uid != uid:
+            raise RuntimeError(f"home {home} of {username} is not owned by {username} (uid {uid}); refusing to touch it")
+        projects_fd = _own_subdir(home_fd, "projects", uid, gid)
+    finally:
+        os.close(home_fd)
+    try:
+        _link_team_folders(projects_fd, folders, teams)
+    finally:
+        os.close(projects_fd)
     return home
+
+
+def _link_team_folders(projects_fd: int, folders: dict[str, Path], teams: list[str]) -> None:
+    """``~/projects/<team>`` -> the team folder for the user's teams, nothing for others; every
+    call names entries relative to ``projects_fd`` and follows no link (the user owns the folder)."""
+    for team, folder in folders.items():
+        try:
+            current = os.readlink(team, dir_fd=projects_fd)
+        except FileNotFoundError:
+            current = None
+        except OSError:  # exists and is not a link (the user made a folder or file there)
+            current = ""
+        if team in teams:
+            if current is not None and current != str(folder):
+                if current == "":
+                    os.rename(team, f"{team}.moved", src_dir_fd=projects_fd, dst_dir_fd=projects_fd)
+                else:
+                    os.unlink(team, dir_fd=projects_fd)  # the deployment's state dir moved
+                current = None
+            if current is None:
+                os.symlink(folder, team, dir_fd=projects_fd)
+        elif current:
+            os.unlink(team, dir_fd=projects_fd)
 
 
 def home_is_private(path: Path) -> bool:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lunarhub.config import REPO_ROOT, Deployment
+from lunarhub.config import Deployment
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -51,7 +51,7 @@ def programs(d: Deployment) -> list[Program]:
     hub_dir.mkdir(parents=True, exist_ok=True)
     out = [Program(
         "hub",
-        [str(VENV_BIN / "jupyterhub"), "-f", str(REPO_ROOT / "hub" / "jupyterhub_config.py")],
+        [str(VENV_BIN / "jupyterhub"), "-f", str(d.location("hub_config"))],
         hub_dir, env, stopwaitsecs=60,
     )]
     out += _site_programs(d, env)

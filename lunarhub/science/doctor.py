@@ -233,12 +233,20 @@ def _operator_env(config_path: str | None, user: str) -> dict[str, str]:
     return env
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lunarhub doctor", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="deployment YAML (with --user)")
     p.add_argument("--user", help="as the operator: check what this user's server would reach")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`lunarhub doctor` with parsed arguments (the `lunarhub` tree parses them with build_parser's)."""
     env = _operator_env(args.config, args.user) if args.user else None
     rep = collect(env)
     print(json.dumps(rep.as_dict(), indent=1, ensure_ascii=False) if args.json else rep)

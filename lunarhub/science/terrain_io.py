@@ -7,7 +7,8 @@ import pyproj
 import rioxarray
 import xarray as xr
 
-GEOGRAPHIC_MOON = "IAU_2015:30100"
+from lunarhub.lunar import GEOGRAPHIC as GEOGRAPHIC_MOON
+from lunarhub.lunar import MOON_RADIUS_M
 
 
 def _snap_deg(res: float) -> float:
@@ -51,7 +52,7 @@ def read_pds3_dem(label: str, chunks: dict | int | None = None) -> xr.DataArray:
     if nodata is not None:
         heights = heights.where(raw != nodata)
     dem = xr.DataArray(heights.data, dims=("y", "x"), coords={"y": lat, "x": lon}, name="height")
-    crs = GEOGRAPHIC_MOON if radius == 1_737_400.0 else pyproj.CRS.from_proj4(f"+proj=longlat +R={radius} +no_defs")
+    crs = GEOGRAPHIC_MOON if radius == MOON_RADIUS_M else pyproj.CRS.from_proj4(f"+proj=longlat +R={radius} +no_defs")
     dem.attrs.update(units="m", long_name="height above the reference sphere", reference_radius_m=radius,
                      source=str(label))
     return dem.rio.write_crs(crs)

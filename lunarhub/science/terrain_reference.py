@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from lunarhub.lunar import MOON_RADIUS_M
+
 
 def _horn(z: np.ndarray, i: int, j: int, dx: float, dy: float) -> tuple[float, float]:
     """(dz/d east, dz/d north) at (i, j) by Horn (1981), neighbours named as in his paper."""
@@ -84,7 +86,7 @@ def tri_riley(z: np.ndarray, window: int = 3) -> np.ndarray:
     return out
 
 
-def great_circle_km(lon: float, lat: float, lon0: float, lat0: float, radius_m: float = 1_737_400.0) -> float:
+def great_circle_km(lon: float, lat: float, lon0: float, lat0: float, radius_m: float = MOON_RADIUS_M) -> float:
     """Central angle by the spherical law of cosines (not haversine, to be independent)."""
     p1, p2 = math.radians(lat), math.radians(lat0)
     c = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(math.radians(lon - lon0))

@@ -1,2 +1,15 @@
-"""Workarounds of upstream bugs, one module per workaround (link, version range, canary test).
+"""Workarounds of upstream bugs and hooks into upstream internals, one module per workaround.
+
+Each module says what upstream code it works around (the issue or PR, or the code location
+when none is known), the version range it was checked on (`RANGES`), and when to remove
+it; its `apply()` refuses to start on a release outside that range (versions.py), and
+tests/unit/test_upstream.py holds its canary. pyproject.toml bounds the same packages.
+
+- jupyterhub_shares: group shares reach tokens (hub process)
+- jupyterhub_dashboard_consent: no "Authorize access" page for dashboards (hub process)
+- dask_gateway_workdir: LocalBackend chowns "/" (gateway process)
+- bokeh_session_hooks: ready sessions of a dashboard (a dashboard's Panel process)
+- panel_page_html: shared BokehJS/Panel scripts (a dashboard's Panel process)
+
+Nothing here is imported by a user's kernel.
 """

@@ -7,17 +7,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from browser import chromium
-from dashboards_helpers import EXAMPLE, as_user
+from support.dashboards_helpers import EXAMPLE, as_user
 
 pytestmark = pytest.mark.e2e
 DASH = "/user/cn-scientist/dash-lola-explorer"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def login(browser, ds, user: str):

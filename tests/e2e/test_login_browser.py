@@ -5,17 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser import chromium, hub_login
+from support.browser import hub_login
 
 pytestmark = pytest.mark.e2e
 
 LAB_USERS = ["ru-scientist", "cn-scientist", "instructor", "student", "admin"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.mark.parametrize("user", LAB_USERS)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Stack, make_stack, open_tmpdir, require_root
+from support.stack import Stack, make_stack, open_tmpdir, require_root
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from dashboards_helpers import EXAMPLE, SIMPLE, as_user, notebook, wait_for
+from support.dashboards_helpers import EXAMPLE, SIMPLE, as_user, notebook, wait_for
 
 pytestmark = pytest.mark.integration
 DASH = "/user/cn-scientist/dash-lola-explorer"
@@ -57,10 +57,14 @@ def test_snapshot_is_versioned_immutable_and_described(published):
     import pwd
 
     assert st.st_gid == pwd.getpwnam("cn-scientist").pw_gid
-    r = subprocess.run(["runuser", "-u", "cn-scientist", "--", "sh", "-c", f"echo x >> {nb}"], capture_output=True)
-    assert r.returncode != 0
-    r = subprocess.run(["runuser", "-u", "ru-scientist", "--", "cat", str(nb)], capture_output=True)
-    assert r.returncode != 0, "another user read an unshared snapshot"
+    from lunarhub.platform import accounts
+
+    accounts.prepare_user(published.deployment(), "ru-scientist")  # a real account, so a refusal means something
+    r = subprocess.run(["runuser", "-u", "cn-scientist", "--", "sh", "-c", f"echo x >> {nb}"], capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
+    r = subprocess.run(["runuser", "-u", "ru-scientist", "--", "cat", str(nb)], capture_output=True, text=True)
+    assert r.returncode != 0 and "Permission denied" in r.stderr, "another user read an unshared snapshot"
 
 
 def test_only_shared_users_reach_it_and_never_anonymously(published):
@@ -168,7 +172,7 @@ def test_share_with_students_refused_with_reason(published, tmp_path):
     (["import time", "time.sleep(600)"], "did not finish within 8 s (cell 2 was still running)", 8),
 ])
 def test_bad_notebooks_refused_with_cell_and_error(published, cells, expect, timeout):
-    from conftest import open_tmpdir
+    from support.stack import open_tmpdir
 
     nb = notebook(open_tmpdir("nb"), "bad.ipynb", cells)
     p = as_user(published, "cn-scientist", "publish", str(nb), "--title", "Bad", "--slug", "bad-nb",
@@ -179,7 +183,7 @@ def test_bad_notebooks_refused_with_cell_and_error(published, cells, expect, tim
 
 
 def test_slug_with_path_tricks_refused_and_titles_normalised(published):
-    from conftest import open_tmpdir
+    from support.stack import open_tmpdir
 
     nb = notebook(open_tmpdir("nb"), "ok.ipynb", SIMPLE)
     for slug in ("../../etc", "a/b", "Слаг"):
@@ -195,7 +199,7 @@ def test_slug_with_path_tricks_refused_and_titles_normalised(published):
 
 
 def test_republish_makes_v2_and_v1_stays(published):
-    from conftest import open_tmpdir
+    from support.stack import open_tmpdir
 
     ds = published
     folder = open_tmpdir("nb")
@@ -320,7 +324,7 @@ def test_culled_dashboard_starts_when_opened_from_gallery(published):
 
 
 def test_crashed_dashboard_shows_log_tail_to_author_only(published):
-    from conftest import open_tmpdir
+    from support.stack import open_tmpdir
 
     ds = published
     nb = notebook(open_tmpdir("nb"), "crash.ipynb", SIMPLE)
@@ -345,7 +349,7 @@ def test_crashed_dashboard_shows_log_tail_to_author_only(published):
 
 def test_gallery_survives_hub_restart(published):
     ds = published
-    from lunarhub.cli.commands import restart_hub
+    from lunarhub.platform.lifecycle import restart_hub
 
     before = api(ds, "GET", "api/dashboards", "reviewer").json()["dashboards"]
     restart_hub(ds.deployment())

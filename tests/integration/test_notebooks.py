@@ -1,5 +1,5 @@
 """Every tutorial and science notebook, run with nbval inside a real user server of a
-running hub, as real demo accounts (tests/notebook_runner.py explains how).
+running hub, as real demo accounts (tests/support/notebook_runner.py explains how).
 
 - cn-scientist runs all notebooks (the science ones need NAOC's partners/cn-only data);
 - student runs tutorials 1-4 (open data only: what a class member can do).
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ROOT, make_stack, open_tmpdir, require_root
-from notebook_runner import RunResult, describe_failures, run_nbval, server_environ, stage
+from support import ROOT
+from support.notebook_runner import RunResult, describe_failures, run_nbval, server_environ, stage
+from support.stack import make_stack, open_tmpdir, require_root
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ NOTEBOOKS = ROOT / "notebooks"
 ALL = sorted(NOTEBOOKS.glob("tutorials/*.ipynb")) + sorted(NOTEBOOKS.glob("science/*.ipynb"))
 STUDENT = [p for p in sorted(NOTEBOOKS.glob("tutorials/*.ipynb")) if not p.name.startswith("05-")]
 RUNS = {"cn-scientist": ALL, "student": STUDENT}
-GATEWAY = os.environ.get("LUNARHUB_NBVAL_GATEWAY", "1") == "1" and (ROOT / "lunarhub" / "gateway.py").exists()
+GATEWAY = os.environ.get("LUNARHUB_NBVAL_GATEWAY", "1") == "1"  # the gateway is part of every stack
 
 
 def server_pid(stack, user: str) -> int:

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import stat
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+from support.sites_fixtures import make_deployment, start_site, stop_site
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from lunarhub.data import catalog, sites  # noqa: E402
-from tests import sites_fixtures as sf  # noqa: E402
-
-# pytest fixtures shared with the benchmark and other site tests
-sites_deployment = sf.sites_deployment
-running_sites = sf.running_sites
-make_deployment, start_site, stop_site = sf.make_deployment, sf.start_site, sf.stop_site
+from lunarhub.data import catalog, sites
 
 pytestmark = pytest.mark.integration
 DEM = "/open/lola/ldem4_0360.tif"

@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make `support` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lunarhub.science import terrain  # noqa: E402
+from lunarhub.science.terrain import blocks, landing  # noqa: E402
 from support.numerics import assert_products_agree  # noqa: E402
 
 ALL = ("slope", "aspect", "hillshade", "roughness")
@@ -56,12 +57,12 @@ def dems() -> Iterator[tuple[str, xr.DataArray]]:
 @contextmanager
 def strips_of(rows: int, nx: int) -> Iterator[None]:
     """Process numpy DEMs in strips of ``rows`` rows on both engines."""
-    saved = terrain._NUMPY_STRIP_ROWS, terrain._COMPILED_STRIP_PIXELS
-    terrain._NUMPY_STRIP_ROWS, terrain._COMPILED_STRIP_PIXELS = rows, rows * nx
+    saved = blocks._NUMPY_STRIP_ROWS, blocks._COMPILED_STRIP_PIXELS
+    blocks._NUMPY_STRIP_ROWS, blocks._COMPILED_STRIP_PIXELS = rows, rows * nx
     try:
         yield
     finally:
-        terrain._NUMPY_STRIP_ROWS, terrain._COMPILED_STRIP_PIXELS = saved
+        blocks._NUMPY_STRIP_ROWS, blocks._COMPILED_STRIP_PIXELS = saved
 
 
 def _values(ds: xr.Dataset) -> dict[str, np.ndarray]:
@@ -147,7 +148,7 @@ def compare_routes(out_dir: Path) -> dict[str, dict[str, float]]:
 
         # Landing masks: identical on every route; distance and score within their bounds.
         grid = terrain.grid_of(dem)
-        lon, lat = terrain._lonlat(grid, np.array([18]), np.array([20]))
+        lon, lat = landing._lonlat(grid, np.array([18]), np.array([20]))
         target = (float(lon[0, 0]), float(lat[0, 0]))
         reach = float(np.median(terrain.distance_to(dem, target).values))
         limits = dict(max_slope=float(np.nanmedian(want_slope := terrain.slope(dem).values)),

@@ -1,6 +1,6 @@
 """The `lunarhub` command hands subcommands owned by other modules their arguments untouched."""
 
-from lunarhub.cli import commands as cli
+from lunarhub import cli
 
 
 def test_config_subcommand_validates_demo(capsys):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from bokeh.util.token import get_session_id, get_token_payload
+from support.ports import free_port
 
 from lunarhub.dashboards.probe import TOKEN_RE, visit
 from lunarhub.dashboards.server.session_pool import depends_on_visitor
@@ -33,12 +34,6 @@ with open({log!r}, "a") as f:
 slider = pn.widgets.IntSlider(name="n", start=1, end=10, value=3)
 pn.Column(slider, pn.bind(lambda n: hv.Curve(np.arange(n) ** 2), slider)).servable()
 """
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _built(log: Path) -> list[str]:
@@ -63,7 +58,7 @@ def serve(tmp_path):
         log = tmp_path / f"{name}.sessions"
         app = tmp_path / f"{name}.py"
         app.write_text(APP.format(extra=extra, log=str(log)))
-        port = _port()
+        port = free_port()
         out = tmp_path / f"{name}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "lunarhub.dashboards.server.serve", str(pool), str(app), f"--port={port}",

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 from test_dashboards_validate import nb
 
-from lunarhub.dashboards.gallery.service import ListApi
+from lunarhub.dashboards.gallery.api import ListApi
 from lunarhub.dashboards.publishing import thumbnail
 from lunarhub.dashboards.publishing.validate import validate
 

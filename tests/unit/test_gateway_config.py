@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -176,40 +175,9 @@ def test_gateway_config_sets_only_real_traits(dep: config.Deployment, tmp_path: 
     assert gateway.backend_class(single).endswith("LunarUnsafeLocalBackend")
 
 
-def _fake_cluster(tmp_path: Path) -> SimpleNamespace:
-    return SimpleNamespace(name="c0ffee", username="nobody", tls_cert=b"cert", tls_key=b"key")
-
-
-def test_upstream_working_directory_bug_and_our_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _need("dask_gateway_server", "dask-gateway-server[local]")
-    from dask_gateway_server.backends.local import LocalBackend
-
-    from lunarhub.compute.gateway_server import LunarLocalBackend
-
-    chowned: dict[str, list[str]] = {}
-
-    def record(kind: str):
-        def set_file_permissions(self, paths, username):
-            chowned[kind] = list(paths)
-        return set_file_permissions
-
-    monkeypatch.setattr(LocalBackend, "set_file_permissions", record("upstream"))
-    up = LocalBackend(clusters_directory=str(tmp_path / "up"))
-    up.setup_working_directory(_fake_cluster(tmp_path))
-    # The upstream bug: a path string extended character by character, "/" included.
-    assert "/" in chowned["upstream"]
-
-    monkeypatch.setattr(LunarLocalBackend, "set_file_permissions", record("ours"))
-    ours = LunarLocalBackend(clusters_directory=str(tmp_path / "ours"))
-    workdir = ours.setup_working_directory(_fake_cluster(tmp_path))
-    assert "/" not in chowned["ours"]
-    assert all(p == workdir or p.startswith(workdir + os.sep) for p in chowned["ours"])
-    assert any(p.endswith("dask.pem") for p in chowned["ours"])
-
-
 def test_chown_guard_refuses_paths_outside(tmp_path: Path) -> None:
     _need("dask_gateway_server", "dask-gateway-server[local]")
-    from lunarhub.compute.gateway_server import check_paths_inside
+    from lunarhub.upstream.dask_gateway_workdir import check_paths_inside
 
     check_paths_inside([str(tmp_path), str(tmp_path / "x")], str(tmp_path))
     with pytest.raises(RuntimeError, match="refusing to change the owner of '/'"):

@@ -17,6 +17,7 @@ from support.numerics import TERRAIN_ULPS, assert_products_agree, assert_within_
 
 from lunarhub.science import terrain
 from lunarhub.science import terrain_reference as ref
+from lunarhub.science.terrain import blocks, kernel
 from lunarhub.science.terrain_io import read_pds3_dem
 
 R = 1_737_400.0
@@ -183,7 +184,7 @@ def test_pipeline_is_one_lazy_task_per_chunk():
 def test_pipeline_without_numba_falls_back_to_numpy(monkeypatch):
     dem = projected_dem(Z)
     expected = terrain.terrain_pipeline(dem, engine="numpy")
-    monkeypatch.setattr(terrain, "HAVE_NUMBA", False)
+    monkeypatch.setattr(kernel, "HAVE_NUMBA", False)
     np.testing.assert_array_equal(terrain.terrain_pipeline(dem).slope.values, expected.slope.values)
     with pytest.raises(ValueError, match="numba is not installed"):
         terrain.terrain_pipeline(dem, engine="numba")
@@ -209,8 +210,8 @@ def test_numpy_input_is_processed_in_strips(monkeypatch):
     # Strips of 4 rows: halos between strips must give the same result as one block.
     z = rough_surface(23, 31, seed=2)
     whole = terrain.terrain_pipeline(projected_dem(z), products=ALL, roughness_window=5)
-    monkeypatch.setattr(terrain, "_NUMPY_STRIP_ROWS", 4)
-    monkeypatch.setattr(terrain, "_COMPILED_STRIP_PIXELS", 4 * 31)
+    monkeypatch.setattr(blocks, "_NUMPY_STRIP_ROWS", 4)
+    monkeypatch.setattr(blocks, "_COMPILED_STRIP_PIXELS", 4 * 31)
     for engine in ("auto", "numpy"):
         strips = terrain.terrain_pipeline(projected_dem(z), products=ALL, roughness_window=5, engine=engine)
         assert_products_agree({n: strips[n].values for n in ALL}, {n: whole[n].values for n in ALL},

@@ -15,6 +15,7 @@ from rasterio.transform import from_origin
 from support.numerics import assert_products_agree
 
 from lunarhub.science import terrain
+from lunarhub.science.terrain import geotiff, tiles, zarr_store
 
 ALL = ("slope", "aspect", "hillshade", "roughness")
 
@@ -122,14 +123,14 @@ def test_each_task_reads_only_its_tile_and_halo(dem_path: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Why memory stays flat: what a task holds depends on the tile size, not the DEM's size."""
     shapes = []
-    real = terrain._read_with_halo
+    real = tiles._read_with_halo
 
     def spy(*args, **kw):
         block = real(*args, **kw)
         shapes.append(block.shape)
         return block
 
-    monkeypatch.setattr(terrain, "_read_with_halo", spy)
+    monkeypatch.setattr(tiles, "_read_with_halo", spy)
     terrain.terrain_to_geotiff(dem_path, tmp_path, tile=32, roughness_window=5)
     assert len(shapes) == 4 * 5  # ceil(100/32) x ceil(130/32) independent tiles
     assert max(shapes) == (32 + 4, 32 + 4)
@@ -155,12 +156,12 @@ def test_on_a_local_dask_cluster_equals_no_client(dem_path: Path, tmp_path: Path
 
 
 def test_a_tile_job_pickles_for_worker_processes(dem_path: Path) -> None:
-    dem = terrain._open_band(str(dem_path), 1)
-    job = terrain._TileJob(src=str(dem_path), band=1, grid=terrain.grid_of(dem), dtype="<f4",
-                           products=("slope",), azimuth=315.0, altitude=45.0, hs_unit=False,
-                           roughness_window=3, edges="nan", engine="auto")
+    dem = tiles._open_band(str(dem_path), 1)
+    job = tiles._TileJob(src=str(dem_path), band=1, grid=terrain.grid_of(dem), dtype="<f4",
+                         products=("slope",), azimuth=315.0, altitude=45.0, hs_unit=False,
+                         roughness_window=3, edges="nan", engine="auto")
     again = pickle.loads(pickle.dumps(job))
-    np.testing.assert_array_equal(terrain._terrain_tile(again, 0, 16, 0, 16), terrain._terrain_tile(job, 0, 16, 0, 16))
+    np.testing.assert_array_equal(tiles._terrain_tile(again, 0, 16, 0, 16), tiles._terrain_tile(job, 0, 16, 0, 16))
 
 
 def test_a_failing_task_leaves_no_partial_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,13 +169,13 @@ def test_a_failing_task_leaves_no_partial_outputs(tmp_path: Path, monkeypatch: p
 
     path = write_dem(tmp_path / "dem.tif", rough_surface(40, 40).astype(np.float32))
     out = tmp_path / "out"
-    real = terrain._run_tiles
+    real = geotiff._run_tiles
 
     def vanish_then_run(*args, **kw):  # the DEM disappears after the caller's checks, before the tasks
         path.unlink()
         return real(*args, **kw)
 
-    monkeypatch.setattr(terrain, "_run_tiles", vanish_then_run)
+    monkeypatch.setattr(geotiff, "_run_tiles", vanish_then_run)
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
         with pytest.raises(FileNotFoundError, match="filesystem every dask worker can read"):
             terrain.terrain_to_geotiff(path, out, tile=16, client=client)
@@ -289,7 +290,7 @@ def test_zarr_on_a_local_dask_cluster_the_tasks_write_and_return_only_counts(dem
     from distributed import Client, LocalCluster
 
     results = []
-    real = terrain._run_tiles
+    real = zarr_store._run_tiles
 
     def spy(client, task, args, tiles, write, max_in_flight):
         def record(t, result):
@@ -297,7 +298,7 @@ def test_zarr_on_a_local_dask_cluster_the_tasks_write_and_return_only_counts(dem
             write(t, result)
         return real(client, task, args, tiles, record, max_in_flight)
 
-    monkeypatch.setattr(terrain, "_run_tiles", spy)
+    monkeypatch.setattr(zarr_store, "_run_tiles", spy)
     kw = dict(roughness_window=3, products=ALL)
     alone = read_zarr(terrain.terrain_to_zarr(dem_path, tmp_path / "alone.zarr", tile=32, **kw))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
@@ -325,13 +326,13 @@ def test_zarr_existing_store_is_refused_unless_overwrite(dem_path: Path, tmp_pat
 
 def test_zarr_a_failing_task_removes_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_dem(tmp_path / "dem.tif", rough_surface(40, 40).astype(np.float32))
-    real = terrain._run_tiles
+    real = zarr_store._run_tiles
 
     def vanish_then_run(*args, **kw):  # the DEM disappears after the store is created, before the tasks
         path.unlink()
         return real(*args, **kw)
 
-    monkeypatch.setattr(terrain, "_run_tiles", vanish_then_run)
+    monkeypatch.setattr(zarr_store, "_run_tiles", vanish_then_run)
     with pytest.raises(FileNotFoundError, match="filesystem every dask worker can read"):
         terrain.terrain_to_zarr(path, tmp_path / "out.zarr", tile=16)
     assert not (tmp_path / "out.zarr").exists()

@@ -40,7 +40,7 @@ def _call(method: str, url: str, token: str, **kw: Any) -> dict[str, Any]:
     except requests.ConnectionError as exc:
         raise PublishError(f"the dashboards service at {url} does not answer ({exc.__class__.__name__})") from None
     try:
-        data = r.json()
+        data: dict[str, Any] = r.json()
     except ValueError:
         data = {"error": f"{r.status_code} {r.text[:300]}"}
     if r.status_code >= 400:
@@ -103,9 +103,12 @@ def unpublish(slug: str, *, version: int | None = None, owner: str | None = None
 
 def list_dashboards(*, mine: bool = False, url: str | None = None, token: str | None = None) -> list[dict[str, Any]]:
     endpoint, token = _endpoint(url, token)
-    return _call("GET", endpoint + "api/dashboards" + ("?mine=1" if mine else ""), token)["dashboards"]
+    dashboards: list[dict[str, Any]] = _call("GET", endpoint + "api/dashboards" + ("?mine=1" if mine else ""),
+                                              token)["dashboards"]
+    return dashboards
 
 
 def _whoami(endpoint: str, token: str) -> str:
     hub = endpoint.split("/services/")[0]
-    return _call("GET", hub + "/hub/api/user", token)["name"]
+    name: str = _call("GET", hub + "/hub/api/user", token)["name"]
+    return name

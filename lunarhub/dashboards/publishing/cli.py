@@ -14,30 +14,40 @@ def _split(values: list[str]) -> list[str]:
     return [x for v in values for x in v.replace(",", " ").split() if x]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lunarhub", description="Publish notebooks as Panel dashboards")
-    sub = p.add_subparsers(dest="command", required=True)
-    pub = sub.add_parser("publish", help="validate a notebook and publish it as a new dashboard version")
-    pub.add_argument("notebook")
-    pub.add_argument("--title", required=True)
-    pub.add_argument("--description", default="")
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add publish, unpublish and dashboards to a `lunarhub` command tree (or this module's own)."""
+    pub = sub.add_parser("publish", description="validate a notebook and publish it as a new dashboard version")
+    pub.add_argument("notebook", help="the notebook, relative to the current folder")
+    pub.add_argument("--title", required=True, help="shown in the gallery")
+    pub.add_argument("--description", default="", help="one paragraph for the gallery")
     pub.add_argument("--share-with", action="append", default=[],
                      help="groups or users (comma-separated; user:NAME to force a user)")
     pub.add_argument("--files", action="append", default=[],
                      help="files the notebook reads, relative to its folder (globs allowed)")
     pub.add_argument("--slug", help="URL name (default: from the title)")
     pub.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="validation timeout, seconds")
-    un = sub.add_parser("unpublish", help="remove a dashboard (or one version) and revoke access")
-    un.add_argument("slug")
+    un = sub.add_parser("unpublish", description="remove a published dashboard (or one version) and revoke access")
+    un.add_argument("slug", help="the dashboard's URL name")
     un.add_argument("--version", type=int, help="delete only this version")
-    dash = sub.add_parser("dashboards", help="dashboards you may open")
-    dash.add_argument("action", choices=["list"])
-    dash.add_argument("--mine", action="store_true")
+    dash = sub.add_parser("dashboards", description="dashboards list: the dashboards you may open")
+    dash.add_argument("action", choices=["list"], help="list (the only action)")
+    dash.add_argument("--mine", action="store_true", help="only the dashboards you published")
+    for p in (pub, un, dash):
+        p.set_defaults(handler=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lunarhub", description="Publish notebooks as Panel dashboards")
+    register(p.add_subparsers(dest="command", required=True))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return run(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """publish, unpublish or dashboards list with parsed arguments."""
     try:
         if args.command == "publish":
             t0 = time.monotonic()

@@ -22,8 +22,11 @@ import os
 import re
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from lunarhub.upstream import bokeh_session_hooks
 
 log = logging.getLogger("lunarhub.dashboards.pool")
 
@@ -141,7 +144,7 @@ class SessionPool:
             self.over_budget = True
             return
         self.over_budget = False
-        for path, ctx in tornado_app._applications.items():
+        for path, ctx in tornado_app.applications.items():
             queue = self.spare.get(path)
             if not self.pooled.get(path) or queue is None or len(queue) >= self.size:
                 continue
@@ -150,7 +153,7 @@ class SessionPool:
             self.building = True
             started = time.monotonic()
             try:
-                session, error = await build_spare(ctx, tornado_app)
+                session, error = await bokeh_session_hooks.build_session(ctx, tornado_app)
                 if error is None:
                     queue.append(session)
                     if len(queue) == self.size:
@@ -178,64 +181,12 @@ class SessionPool:
         return max(0.0, min(waits)) if waits else 0.0
 
 
-async def build_spare(ctx: Any, tornado_app: Any) -> tuple[Any, str | None]:
-    """A session built without a visitor (no cookies, headers or arguments), and the error
-    if the app's code failed while building it (Panel then shows an error page instead)."""
-    from bokeh.util.token import generate_jwt_token, generate_session_id
-    from tornado.httputil import HTTPHeaders, HTTPServerRequest
-
-    session_id = generate_session_id(secret_key=tornado_app.secret_key, signed=tornado_app.sign_sessions)
-    token = generate_jwt_token(session_id, secret_key=tornado_app.secret_key, signed=tornado_app.sign_sessions,
-                               expiration=tornado_app.session_token_expiration,
-                               extra_payload={"headers": {}, "cookies": {}, "arguments": {}})
-    request = HTTPServerRequest(method="GET", uri=ctx.url or "/", headers=HTTPHeaders())
-    session = await ctx.create_session_if_needed(session_id, request, token)
-    # The app's runner is shared by its sessions but runs one at a time: right after the
-    # build it still holds this build's outcome.
-    for handler in ctx.application.handlers:
-        runner = getattr(handler, "_runner", None)
-        if runner is not None and runner.failed:
-            return session, runner.error or "the app failed"  # left unblocked: bokeh discards it
-    if not session.document.roots:
-        return session, "the app made nothing servable"
-    session.block_expiration()  # a spare is not an 'unused' session: keep it until a visitor takes it
-    return session, None
-
-
-def hand_over(session: Any, ctx: Any, handler: Any) -> str:
-    """Give a spare session to the visitor behind `handler` (a Panel DocHandler): a fresh
-    token for its id carrying the visitor's own headers and cookies, and the session's
-    request context switched to them (for callbacks that look at them later)."""
-    from bokeh.server.contexts import _RequestProxy
-    from bokeh.server.session import current_time
-    from bokeh.util.token import generate_jwt_token
-
-    app = handler.application
-    payload = handler._generate_token_payload()
-    token = generate_jwt_token(session.id, secret_key=app.secret_key, signed=app.sign_sessions,
-                               expiration=app.session_token_expiration, extra_payload=payload)
-    session._token = token
-    session_context = ctx._session_contexts.get(session.id)
-    if session_context is not None:
-        session_context._token = token
-        session_context._request = _RequestProxy(handler.request, arguments=payload.get("arguments"),
-                                                 cookies=payload.get("cookies"), headers=payload.get("headers"))
-    # The browser connects its websocket in a second or so; until then the session must
-    # not look long-unused to bokeh's cleanup (which counts from the last unsubscribe).
-    session._last_unsubscribe_time = current_time()
-    session.unblock_expiration()
-    return token
-
-
 def install(size: int, app_files: dict[str, str]) -> SessionPool:
-    """Hook the pool into Panel's page handler and Bokeh's server start (this process only)."""
-    from bokeh.server.tornado import BokehTornado
-    from panel.io import server as pn_server
+    """Hook the pool into Panel's page handler and Bokeh's server start (this process only;
+    the hooks and the private names they need are in lunarhub.upstream.bokeh_session_hooks)."""
     from tornado.ioloop import IOLoop
 
     pool = SessionPool(size)
-    original_get_session = pn_server.DocHandler.get_session
-    original_start = BokehTornado.start
 
     def schedule(tornado_app: Any, delay: float = IDLE_SECONDS) -> None:
         IOLoop.current().call_later(delay, lambda: IOLoop.current().add_callback(tick, tornado_app))
@@ -251,22 +202,20 @@ def install(size: int, app_files: dict[str, str]) -> SessionPool:
             wait = 5.0 if pool.over_budget else max(0.05, pool.build_seconds, pool.next_retry())
             schedule(tornado_app, wait)
 
-    def start(self: Any) -> None:
-        original_start(self)
-        for path in self._applications:
+    def on_start(tornado_app: Any) -> None:
+        for path in tornado_app.applications:
             pool.enable(path, app_files.get(path))
-        schedule(self, 0.5)
+        schedule(tornado_app, 0.5)
 
-    async def get_session(self: Any) -> Any:
-        ctx = self.application_context
+    async def get_session(handler: Any, build: Callable[[], Awaitable[Any]]) -> Any:
+        ctx = handler.application_context
         session = pool.take(ctx.url) if pool.pooled.get(ctx.url) else None
         if session is None:
-            session = await original_get_session(self)
+            session = await build()
         else:
-            hand_over(session, ctx, self)
-        schedule(self.application)
+            bokeh_session_hooks.hand_over(session, ctx, handler)
+        schedule(handler.application)
         return session
 
-    BokehTornado.start = start  # type: ignore[method-assign]
-    pn_server.DocHandler.get_session = get_session  # type: ignore[method-assign]
+    bokeh_session_hooks.apply(on_start, get_session)
     return pool

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 # Only the big scripts move; stylesheets and Panel's bundled extras stay with the dashboard
 # (they are resolved relative to the app by Panel's own resource logic).
@@ -36,12 +35,8 @@ def rewrite(html: str, prefix: str) -> str:
 
 
 def install(prefix: str) -> None:
-    """Rewrite every page this Panel process renders (its page handler calls this function)."""
-    from panel.io import server as pn_server
+    """Rewrite every page this Panel process renders (the hook, with its version range, is
+    lunarhub.upstream.panel_page_html)."""
+    from lunarhub.upstream import panel_page_html
 
-    original = pn_server.server_html_page_for_session
-
-    def page(*args: Any, **kwargs: Any) -> str:
-        return rewrite(original(*args, **kwargs), prefix)
-
-    pn_server.server_html_page_for_session = page
+    panel_page_html.apply(lambda html: rewrite(html, prefix))

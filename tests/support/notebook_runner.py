@@ -9,7 +9,7 @@ are then what the user's server would start for them (same account, same
 kernel spec, same environment), without driving a browser.
 
 Used by tests/integration/test_notebooks.py and by hand while writing notebooks:
-    .venv/bin/python tests/notebook_runner.py CONFIG USER NOTEBOOK...
+    .venv/bin/python tests/support/notebook_runner.py CONFIG USER NOTEBOOK...
 """
 
 from __future__ import annotations
@@ -124,10 +124,10 @@ def describe_failures(result: RunResult, name: str, first_only: bool = False) ->
 
 
 def main(argv: list[str]) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `support` importable
     import yaml
-    from conftest import Stack
 
+    from support.stack import Stack
 
     cfg, user, *nbs = argv
     data = yaml.safe_load(Path(cfg).read_text())

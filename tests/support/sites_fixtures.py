@@ -1,15 +1,10 @@
-"""Shared helpers and fixtures: real nginx data sites on free ports with a temp state dir.
-
-Import the fixtures into a test module with
-`from tests.sites_fixtures import sites_deployment, running_sites  # noqa: F401`.
-"""
+"""Real nginx data sites on free ports with a temp state dir: helpers for the site tests
+(whose fixtures, in tests/integration/conftest.py, use them) and the catalog benchmark."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +12,9 @@ import requests
 
 from lunarhub import config
 from lunarhub.data import sites
+from support import ROOT
+from support.ports import free_port
 
-REPO = Path(__file__).resolve().parent.parent
 DEMO_USERS = """
 users:
   ru-scientist: {groups: [ru-science]}
@@ -30,30 +26,24 @@ users:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_deployment(tmp: Path, ports: dict[str, int] | None = None, extra_sites: str = "") -> config.Deployment:
     """The demo deployment's institutions/groups/users with temp state and free ports."""
-    demo = config.load(REPO / "hub" / "lunarhub.yaml")
+    demo = config.load(ROOT / "hub" / "lunarhub.yaml")
     ports = ports or {"ru": free_port(), "cn": free_port()}
     data = demo.model_dump(mode="json", exclude_none=True)
     data["state_dir"] = str(tmp / "state")
     data["secrets_dir"] = str(tmp / "secrets")
     data["sites"] = {
         "ru": {"institution": "iki", "kind": "local", "port": ports["ru"],
-               "data_dir": str(REPO / "catalogs/data/ru")},
+               "data_dir": str(ROOT / "catalogs/data/ru")},
         "cn": {"institution": "naoc", "kind": "local", "port": ports["cn"],
-               "data_dir": str(REPO / "catalogs/data/cn")},
+               "data_dir": str(ROOT / "catalogs/data/cn")},
     }
     # Keep the hub's own ports out of the way of parallel test runs.
     for key in ("port", "hub_port", "proxy_api_port"):
         data["hub"][key] = free_port()
     model = config.Deployment.model_validate(data)
-    model._base_dir = REPO / "hub"
+    model._base_dir = ROOT / "hub"
     return model
 
 
@@ -88,22 +78,6 @@ def stop_site(proc: subprocess.Popen) -> None:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-@pytest.fixture(scope="module")
-def sites_deployment(tmp_path_factory) -> config.Deployment:
-    return make_deployment(tmp_path_factory.mktemp("sites"))
-
-
-@pytest.fixture(scope="module")
-def running_sites(sites_deployment) -> Iterator[config.Deployment]:
-    require_nginx()
-    procs = [start_site(sites_deployment, n) for n in ("ru", "cn")]
-    try:
-        yield sites_deployment
-    finally:
-        for p in procs:
-            stop_site(p)
 
 
 def user_env(dep: config.Deployment, username: str) -> dict[str, str]:

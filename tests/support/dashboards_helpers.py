@@ -9,14 +9,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import Stack, make_stack, open_tmpdir, require_root  # noqa: E402
+from support import ROOT
+from support.stack import Stack, make_stack, open_tmpdir, require_root
 
 EXAMPLE = ROOT / "notebooks" / "dashboards" / "lola_explorer.ipynb"
 
@@ -53,7 +53,13 @@ def server_env(s: Stack, user: str) -> dict[str, str]:
 
 
 def as_user(s: Stack, user: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`lunarhub publish|unpublish|dashboards ...` run as the user's own system account."""
+    """`lunarhub publish|unpublish|dashboards ...` run as the user's own system account.
+
+    The account and home are prepared as the hub does before a spawn: on a fresh machine the
+    first test to run may come before any server of this user was started."""
+    from lunarhub.platform import accounts
+
+    accounts.prepare_user(s.deployment(), user)
     runuser = shutil.which("runuser") or "/usr/sbin/runuser"
     return subprocess.run([runuser, "-u", user, "--", sys.executable, "-m", "lunarhub.dashboards.publishing.cli", *args],
                           env=server_env(s, user), capture_output=True, text=True, cwd="/tmp", timeout=timeout)
@@ -90,9 +96,9 @@ def wait_for(fn: Any, timeout: float = 30, every: float = 0.5) -> Any:
 
 
 @pytest.fixture(scope="module")
-def ds() -> Stack:
+def ds() -> Iterator[Stack]:
     """A dashboards stack per test module (the modules count versions from a fresh store).
-    Registered for every test module by `pytest_plugins` in tests/conftest.py."""
+    Brought into the integration and e2e layers by their conftest.py."""
     s, tmp = start_dash_stack()
     yield s
     stop_dash_stack(s, tmp)

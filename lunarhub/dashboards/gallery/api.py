@@ -1,0 +1,189 @@
+"""The gallery's JSON API (hub tokens; used by `lunarhub publish`): publish, list, unpublish,
+delete a version, comments."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import pwd
+from typing import Any
+
+from tornado import ioloop, web
+
+from lunarhub.config import Deployment
+from lunarhub.dashboards.gallery import policy
+from lunarhub.dashboards.gallery.base import Base, deployment
+from lunarhub.dashboards.publishing import thumbnail
+from lunarhub.dashboards.store import Dashboard, StoreError, Version, check_slug, slugify
+from lunarhub.platform.hubclient import HubError
+
+log = logging.getLogger("lunarhub.dashboards")
+
+
+class ApiBase(Base):
+    def get_login_url(self) -> str:  # an API answers 403, never redirects to a login page
+        raise web.HTTPError(403, "hub token required")
+
+    def body(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "request body is not JSON") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "request body must be a JSON object")
+        return data
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        self.finish({"error": getattr(exc, "log_message", None) or self._reason})
+
+
+def describe(dash: Dashboard, v: Version, prefix: str) -> dict[str, Any]:
+    return {"owner": dash.owner, "slug": dash.slug, "title": dash.title, "version": v.version,
+            "hash": v.meta["hash"], "published": v.published, "server": dash.server,
+            "url": f"/user/{dash.owner}/{dash.server}/v{v.version}",
+            "gallery_url": f"{prefix}d/{dash.owner}/{dash.slug}/v{v.version}",
+            "versions": [x.version for x in dash.versions], "thumbnail": v.thumbnail is not None,
+            "share_groups": dash.info.get("share_groups", []), "share_users": dash.info.get("share_users", [])}
+
+
+class ListApi(ApiBase):
+    @web.authenticated
+    async def get(self) -> None:
+        d = deployment()
+        groups = await self.groups_of(self.username)
+        mine = self.get_query_argument("mine", "") == "1"
+        out = [describe(x, x.latest, self.prefix) for x in self.store.all() if x.latest and (
+            x.owner == self.username or (not mine and policy.may_view(d, x.info, self.username, groups)))]
+        self.finish({"dashboards": out})
+
+    @web.authenticated
+    async def post(self) -> None:
+        """Publish: store a snapshot, (re)start the named server, share it as the publisher."""
+        if self.current_user.get("kind", "user") != "user":
+            return self.json_error(403, "only users publish dashboards")
+        owner = self.username
+        data = self.body()
+        d = deployment()
+        try:
+            title = str(data.get("title") or "").strip()
+            slug = check_slug(data["slug"]) if data.get("slug") else slugify(title)
+            groups, users = policy.parse_targets(d, list(data.get("share_with") or []))
+            policy.check_share(d, owner, groups, users)
+            files = {name: base64.b64decode(content, validate=True)
+                     for name, content in dict(data.get("files") or {}).items()}
+        except (policy.ShareRefused, StoreError) as exc:
+            return self.json_error(403 if isinstance(exc, policy.ShareRefused) else 400, str(exc))
+        except (binascii.Error, TypeError, ValueError) as exc:
+            return self.json_error(400, f"bad files: {exc}")
+        thumb, refused = self.checked_thumbnail(owner, slug, data.get("thumbnail"))
+        try:
+            version, created = self.store.publish(
+                owner, slug, title=title, description=str(data.get("description") or ""),
+                notebook=str(data.get("notebook") or ""), files=files, share_with=groups + users,
+                environment=dict(data.get("environment") or {}), gid=_gid(d, owner),
+                extra={"share_groups": groups, "share_users": users}, thumbnail=thumb)
+        except StoreError as exc:
+            return self.json_error(400, str(exc))
+        dash = self.store.get(owner, slug)
+        assert dash is not None
+        try:
+            await self.servers.deploy(d, dash, restart=created)
+        except HubError as exc:
+            status = 403 if exc.status == 403 else 502
+            return self.json_error(status, f"stored as v{version.version}, but the hub refused: {exc}")
+        self.set_status(201 if created else 200)
+        self.finish({**describe(dash, version, self.prefix), "created": created,
+                     **({"thumbnail_refused": refused} if refused and created else {})})
+
+    @staticmethod
+    def checked_thumbnail(owner: str, slug: str, sent: Any) -> tuple[bytes | None, str | None]:
+        """The client's thumbnail if it is a sane PNG; a bad one costs the picture, not the publish."""
+        if not sent:
+            return None, None
+        try:
+            if not isinstance(sent, str):
+                raise thumbnail.NotAThumbnail("not base64 text")
+            if len(sent) > (thumbnail.MAX_ACCEPTED + 2) // 3 * 4:
+                raise thumbnail.NotAThumbnail(f"more than {thumbnail.MAX_ACCEPTED} bytes")
+            try:
+                raw = base64.b64decode(sent, validate=True)
+            except binascii.Error:
+                raise thumbnail.NotAThumbnail("not base64") from None
+            return thumbnail.check_png(raw), None
+        except thumbnail.NotAThumbnail as exc:
+            log.warning("thumbnail of %s/%s refused: %s", owner, slug, exc)
+            return None, f"refused by the gallery: {exc}"
+
+
+class DashboardApi(ApiBase):
+    @web.authenticated
+    async def delete(self, owner: str, slug: str, number: str | None = None) -> None:
+        """Unpublish (or delete one version). Shares go first, so access ends even
+        before the server is stopped; the token cache of the server is seconds."""
+        if owner != self.username and not self.current_user.get("admin"):
+            return self.json_error(403, "only the author (or an admin) may unpublish")
+        try:
+            dash = self.store.get(owner, slug)
+        except StoreError as exc:
+            return self.json_error(400, str(exc))
+        if dash is None:
+            return self.json_error(404, f"no dashboard {owner}/{slug}")
+        async with self.servers.as_publisher(owner) as token:
+            if number is not None:
+                self.store.delete_version(owner, slug, int(number))
+                dash = self.store.get(owner, slug)
+                assert dash is not None
+                if dash.versions:
+                    await self.servers.stop(owner, dash.server, token)
+                    return self.finish({"deleted_version": int(number), "versions": [v.version for v in dash.versions]})
+            await self.hub.unshare_all(owner, dash.server, token)
+            self.store.unpublish(owner, slug)
+        # Access ends with the shares (the server re-checks tokens every token_cache_seconds
+        # and then answers 403). The server itself stops a little later, which also closes
+        # open Bokeh websockets; stopped at once, its URL would fall through to the
+        # owner's lab (404) and a reviewer would not be told plainly that access ended.
+        delay = deployment().hub.token_cache_seconds + 5
+        ioloop.IOLoop.current().call_later(delay, self.servers.remove_unless_republished, self.store, owner,
+                                           dash.server)
+        self.finish({"unpublished": f"{owner}/{slug}", "server_stops_in": delay})
+
+
+class CommentsApi(ApiBase):
+    async def _dash(self, owner: str, slug: str, number: str) -> None:
+        try:
+            dash = self.store.get(owner, slug)
+        except StoreError:
+            dash = None
+        if not await self.visible(dash) or dash is None or not dash.version(int(number)):
+            raise web.HTTPError(404, "no such dashboard version, or it is not shared with you")
+
+    @web.authenticated
+    async def get(self, owner: str, slug: str, number: str) -> None:
+        await self._dash(owner, slug, number)
+        self.finish({"comments": self.comments.list(owner, slug, int(number))})
+
+    @web.authenticated
+    async def post(self, owner: str, slug: str, number: str) -> None:
+        await self._dash(owner, slug, number)
+        try:
+            c = self.comments.add(owner, slug, int(number), self.username, str(self.body().get("text", "")))
+        except ValueError as exc:
+            return self.json_error(400, str(exc))
+        self.set_status(201)
+        self.finish(c)
+
+
+def _gid(d: Deployment, owner: str) -> int | None:
+    """The publisher's own group: their dashboard server (running as them) reads the snapshot."""
+    if d.hub.isolation != "system-users" or os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(owner).pw_gid
+    except KeyError:
+        from lunarhub.platform import accounts
+
+        return accounts.ensure_system_user(d, owner).pw_gid

@@ -1,0 +1,36 @@
+"""The hub's own pages: our templates, and where a user lands after login (lab or gallery)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lunarhub.config import Deployment
+from lunarhub.platform.hub.rbac import lab_groups
+
+
+def default_url(d: Deployment) -> Callable[[Any], str]:
+    labs = set(lab_groups(d))
+    dashboards = "/services/dashboards/" if d.services.dashboards.enabled else "/hub/home"
+
+    def url_for(handler: Any) -> str:
+        user = handler.current_user
+        if user is None:
+            return "/hub/home"
+        # From the hub's own group table, so users added since the hub started count too.
+        if not user.admin and not labs & {g.name for g in user.groups}:
+            return dashboards
+        # /hub/spawn starts the default server (no options form) and then opens it.
+        return "/hub/spawn"
+
+    return url_for
+
+
+def configure_pages(c: Any, d: Deployment) -> None:
+    c.JupyterHub.default_url = default_url(d)
+    c.JupyterHub.template_paths = [str(d.location("templates"))]
+    c.JupyterHub.template_vars = {
+        "lunarhub_name": d.name,
+        "lunarhub_lab_groups": lab_groups(d),
+        "lunarhub_dashboards_url": "/services/dashboards/" if d.services.dashboards.enabled else "",
+    }

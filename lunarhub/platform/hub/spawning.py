@@ -1,0 +1,96 @@
+"""Users' servers: which spawner (by isolation), its command and limits, and what each start gets
+(home, resource profile, environment, a dashboard instead of a lab)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from lunarhub.config import ConfigError, Deployment
+from lunarhub.platform import accounts, components
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
+    """Environment of a user's server; data-site credentials come from the sites module."""
+    env = {
+        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+        "LUNARHUB_HUB_URL": d.public_url,
+        "LUNARHUB_USER_GROUPS": ",".join(d.users[username].groups) if username in d.users else "",
+        # A broken ~/.jupyter config stops the server with its error shown on the spawn
+        # page, instead of being ignored with the user none the wiser.
+        "TRAITLETS_APPLICATION_RAISE_CONFIG_FILE_ERROR": "1",
+    }
+    for component in components.enabled(d):
+        env.update(component.spawn_environment(d, username))
+    return env
+
+
+def configure_spawner(c: Any, d: Deployment) -> None:
+    logs = d.state_path / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    if d.hub.isolation == "system-users":
+        if os.geteuid() != 0:
+            raise ConfigError(
+                str(d.config_file or "deployment"),
+                [("hub.isolation", "'system-users' needs the hub to run as root; "
+                  "use 'single-account' for unprivileged development")],
+            )
+        c.JupyterHub.spawner_class = "lunarhub.platform.spawner.LunarLocalProcessSpawner"
+        spawner = c.LunarLocalProcessSpawner
+    else:
+        c.JupyterHub.spawner_class = "lunarhub.platform.spawner.LunarSingleAccountSpawner"
+        spawner = c.LunarSingleAccountSpawner
+        spawner.home_dir_template = str(d.state_path / "homes" / "{username}")
+    spawner.log_dir = str(logs / "servers")
+    c.Spawner.cmd = [str(VENV_BIN / "jupyterhub-singleuser")]
+    c.Spawner.default_url = "/lab"
+    c.Spawner.start_timeout = d.hub.start_timeout
+    c.Spawner.http_timeout = d.hub.http_timeout
+    args = [f"--HubOAuth.cache_max_age={d.hub.token_cache_seconds}"]
+    if os.geteuid() == 0 and d.hub.isolation == "single-account":
+        args.append("--allow-root")
+    c.Spawner.args = args
+    c.Spawner.pre_spawn_hook = pre_spawn_hook(d)
+
+
+def pre_spawn_hook(d: Deployment) -> Any:
+    """The hook run before each start; it reads the roster anew at every start."""
+
+    def hook(spawner: Any) -> None:
+        live = _live(d)
+        username = spawner.user.name
+        home = accounts.prepare_user(live, username)
+        spawner.notebook_dir = str(home)
+        group = _user_profile(live, username)
+        if group is not None:
+            prof = live.profiles[group]
+            spawner.mem_limit = int(prof.memory_gb * 1024**3)
+            spawner.cpu_limit = prof.cpu
+        spawner.environment.update(spawn_environment(live, username))
+        if live.services.dashboards.enabled:
+            from lunarhub import dashboards
+
+            # A `dash-<slug>` named server serves a published dashboard instead of a lab.
+            dashboards.spawn_override(live, spawner)
+
+    return hook
+
+
+def _live(d: Deployment) -> Deployment:
+    """The user table as it is now (the CLI may have changed it since the hub started)."""
+    from lunarhub.config import roster
+
+    return roster.effective(d)
+
+
+def _user_profile(d: Deployment, username: str) -> str | None:
+    user = d.users.get(username)
+    if not user:
+        return None
+    # The largest profile among the user's groups wins.
+    profiles = [d.groups[g].profile for g in user.groups]
+    return max(profiles, key=lambda p: (d.profiles[p].memory_gb, d.profiles[p].cpu))

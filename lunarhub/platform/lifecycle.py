@@ -1,0 +1,190 @@
+"""The stack's life on this machine: start it and wait for the hub, stop it, say what runs.
+
+The operator's CLI (`lunarhub up/down/status`) and the course tools both drive the stack,
+so the steps live here and the CLI only prints; nothing here imports lunarhub.cli.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from lunarhub.config import Deployment, secrets
+from lunarhub.platform import hubclient, preflight
+from lunarhub.platform import supervisor as process
+
+
+@dataclass
+class Started:
+    """What `start` found: whether the hub answered, how, and the logins it created."""
+
+    ok: bool
+    detail: str
+    new_passwords: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    """One line of `lunarhub status`."""
+
+    component: str
+    state: str
+    detail: str
+    healthy: bool = True
+
+
+def health(d: Deployment) -> tuple[bool, str]:
+    url = f"{d.public_url}/hub/health"
+    try:
+        r = requests.get(url, timeout=3)
+        return r.status_code == 200, f"{url} -> {r.status_code}"
+    except requests.RequestException as exc:
+        return False, f"{url} -> {exc.__class__.__name__}"
+
+
+def log_tail(path: Path, n: int = 20) -> str:
+    if not path.exists():
+        return f"(no log at {path})"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+
+
+def hub_log_tail(d: Deployment, n: int = 20) -> str:
+    return log_tail(d.state_path / "logs" / "hub.log", n)
+
+
+def start_problems(d: Deployment) -> list[tuple[str, str]]:
+    """(where, why) for everything that would keep the stack from starting."""
+    return preflight.check(d, process.supervisor_running(d))
+
+
+def start(d: Deployment, timeout: float) -> Started:
+    """Prepare secrets and local sites, start the programs, wait until the hub answers."""
+    new_passwords = secrets.ensure_passwords(d, sorted(d.users))
+    if any(site.kind == "local" for site in d.sites.values()):
+        from lunarhub.data import build as databuild
+        from lunarhub.data import sites
+
+        databuild.build_all(d)
+        for name, site in d.sites.items():
+            if site.kind == "local":
+                sites.prepare_site(d, name)
+    process.start(d)
+    deadline = time.monotonic() + timeout
+    ok, detail = health(d)
+    while not ok and time.monotonic() < deadline:
+        state = process.status(d).get("hub", {}).get("state")
+        # A hub that keeps crashing will not answer: give it 10 s to come up, then stop waiting.
+        if state in ("FATAL", "BACKOFF") and time.monotonic() > deadline - timeout + 10:
+            break
+        time.sleep(0.5)
+        ok, detail = health(d)
+    return Started(ok, detail, new_passwords or {})
+
+
+def stop_user_servers(d: Deployment, timeout: float = 90) -> int:
+    """Stop every user server through the hub, which records it (restarts keep servers)."""
+    try:
+        api = hubclient.HubAPI(d)
+        users = api.users()
+    except (hubclient.HubUnavailable, RuntimeError):
+        return 0
+    running = [(u["name"], name) for u in users for name in u.get("servers", {})]
+    for user, name in running:
+        path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+        try:
+            api.request("DELETE", path)
+        except RuntimeError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(u.get("servers") for u in api.users()):
+            break
+        time.sleep(0.5)
+    return len(running)
+
+
+def stop_proxy(d: Deployment) -> None:
+    pidfile = d.state_path / "hub" / "proxy.pid"
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+        except (ValueError, ProcessLookupError):
+            pass
+        pidfile.unlink(missing_ok=True)
+
+
+def stop(d: Deployment) -> bool:
+    """Stop the supervised programs and the proxy; False when nothing was running."""
+    stopped = process.stop(d)
+    stop_proxy(d)
+    return stopped
+
+
+def supervisor_running(d: Deployment) -> bool:
+    return process.supervisor_running(d)
+
+
+def restart_hub(d: Deployment, timeout: float = 90) -> None:
+    """Restart the hub process alone (user servers keep running) and wait until it answers."""
+    process.ctl(d, "restart", "hub")
+    deadline = time.monotonic() + timeout
+    while not health(d)[0]:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the hub did not come back after a restart; see lunarhub status")
+        time.sleep(0.5)
+
+
+def status(d: Deployment) -> list[Row] | None:
+    """Every program, the hub behind the proxy, services, sites and user servers; None if not running."""
+    progs = process.status(d)
+    if not progs:
+        return None
+    ok, detail = health(d)
+    rows = [Row(name, info["state"], info["detail"], info["state"] == "RUNNING") for name, info in progs.items()]
+    rows.append(Row("proxy+hub", "healthy" if ok else "UNHEALTHY", detail, ok))
+    checks = []
+    if d.services.dask_gateway.enabled:
+        checks.append(("dask gateway", f"{d.public_url}/services/dask-gateway/api/health", {200}))
+    if d.services.dashboards.enabled:
+        # The gallery sends anonymous visitors to the hub's login: that answer means it serves.
+        checks.append(("dashboards", f"{d.public_url}/services/dashboards/", {200, 302}))
+    for label, url, good in checks:
+        code: int | str
+        try:
+            code = requests.get(url, timeout=3, allow_redirects=False).status_code
+        except requests.RequestException as exc:
+            code = exc.__class__.__name__
+        rows.append(Row(label, "healthy" if code in good else "UNHEALTHY", f"{url} -> {code}", code in good))
+    for name, site_ok, site_detail in site_health(d):
+        rows.append(Row("site " + name, "healthy" if site_ok else "UNHEALTHY", site_detail, site_ok))
+    if ok:
+        try:
+            users = hubclient.HubAPI(d).users()
+            running = [f"{u['name']}/{s or ''}" for u in users for s, srv in u.get("servers", {}).items()
+                       if srv.get("ready")]
+            rows.append(Row("user servers", str(len(running)), " ".join(running)))
+        except Exception as exc:  # noqa: BLE001 - status must report, not crash
+            rows.append(Row("user servers", "?", str(exc)))
+    return rows
+
+
+def site_health(d: Deployment) -> list[tuple[str, bool, str]]:
+    """A site answering for its catalog (200, or 401 without credentials) is serving."""
+    if not d.sites:
+        return []
+    from lunarhub.data import sites
+
+    out = []
+    for name in d.sites:
+        url = sites.site_url(d, name).rstrip("/") + "/catalog.yaml"
+        try:
+            r = requests.get(url, timeout=3)
+            out.append((name, r.status_code in (200, 401), f"{url} -> {r.status_code}"))
+        except requests.RequestException as exc:
+            out.append((name, False, f"{url} -> {exc.__class__.__name__}"))
+    return out
