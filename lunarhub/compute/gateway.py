@@ -7,7 +7,7 @@ only makes /services/dask-gateway answer 503.
 
 hub/dask_gateway_config.py only calls `configure(c, deployment)`. What runs
 inside the gateway process (backends, dashboard auth, cleanup) is in
-lunarhub/gateway_server.py; this module stays import-light so the hub and the
+lunarhub/compute/gateway_server.py; this module stays import-light so the hub and the
 CLI can use it without loading dask-gateway-server.
 """
 

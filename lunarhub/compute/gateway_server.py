@@ -115,17 +115,13 @@ class LunarBackendMixin(LoggingConfigurable):
     # -- cleanup of clusters whose owner's server stopped
 
     async def _running_server_users(self) -> set[str] | None:
-        client = httpclient.AsyncHTTPClient()
+        from lunarhub.platform.hubclient import AsyncHubAPI
+
         try:
-            resp = await client.fetch(f"{self.hub_api_url}/users",
-                                      headers={"Authorization": f"token {self.hub_api_token}"},
-                                      request_timeout=10)
-        except Exception as exc:  # noqa: BLE001 - hub restarting: try again next round
+            users = await AsyncHubAPI(self.hub_api_url, self.hub_api_token, timeout=10).users()
+        except Exception as exc:  # noqa: BLE001 - hub restarting or refusing: try again next round
             self.log.debug("hub user list unavailable: %s", exc)
             return None
-        import json
-
-        users = json.loads(resp.body)
         return {u["name"] for u in users
                 if any(s.get("ready") or s.get("pending") for s in (u.get("servers") or {}).values())}
 

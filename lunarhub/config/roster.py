@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import yaml
 
 from lunarhub.config import NAME_RE, ConfigError, Deployment, User
+from lunarhub.files import write_atomic
 
 
 def _overlay_path(d: Deployment) -> Path:
@@ -28,9 +28,7 @@ def _read_overlay(d: Deployment) -> dict:
 def _write_overlay(d: Deployment, overlay: dict) -> None:
     d.state_path.mkdir(parents=True, exist_ok=True)
     path = _overlay_path(d)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(overlay, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(overlay, indent=1, sort_keys=True), 0o600)
 
 
 def effective(d: Deployment) -> Deployment:

@@ -10,6 +10,7 @@ import secrets as _random
 from pathlib import Path
 
 from lunarhub.config import Deployment
+from lunarhub.files import write_atomic
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -21,12 +22,8 @@ def ensure_dir(path: Path, mode: int = 0o700) -> Path:
 
 
 def _write_private(path: Path, text: str) -> None:
-    # Write then rename so a crash never leaves a half-written secret behind.
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    # A crash never leaves a half-written secret behind (lunarhub.files).
+    write_atomic(path, text, 0o600)
 
 
 def token(d: Deployment, name: str, nbytes: int = 32) -> str:

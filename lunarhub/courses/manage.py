@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lunarhub.config import ConfigError, Deployment, Role, default_location
+from lunarhub.files import write_atomic
 
 # The default layout's tutorials; a deployment's own are at its `paths.tutorials`.
 TUTORIALS = default_location("tutorials")
@@ -235,9 +236,7 @@ def load_course(d: Deployment, name: str) -> dict | None:
 def _save_course(d: Deployment, name: str, data: dict) -> None:
     p = _state_file(d, name)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, p)
+    write_atomic(p, json.dumps(data, indent=1, sort_keys=True), 0o644)
 
 
 def courses_of(d: Deployment, username: str) -> list[str]:

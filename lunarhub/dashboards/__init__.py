@@ -1,6 +1,6 @@
 """Notebooks published as versioned Panel dashboards (issue 5).
 
-Hub integration points (lunarhub/hub.py calls them):
+Hub integration points (lunarhub/platform/hub/ calls them):
 - `hub_services(d)`: the gallery service at /services/dashboards/ and its role;
 - `spawn_environment(d, username)`: where `lunarhub publish` finds the gallery;
 - `spawn_override(d, spawner)`: a named server `dash-<slug>` runs the dashboard

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from lunarhub.files import write_atomic
+
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 VERSION_RE = re.compile(r"^v([1-9][0-9]{0,5})$")
 SERVER_PREFIX = "dash-"
@@ -317,9 +319,7 @@ class Store:
 
     def _write_json(self, target: Path, data: dict[str, Any], gid: int | None) -> None:
         self._ensure_dirs(target.parent, gid)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, target)
+        write_atomic(target, json.dumps(data, indent=1, ensure_ascii=False), 0o640)
         _own(target, gid, 0o640)
 
     def _write_app(self, path: Path, number: int, gid: int | None) -> None:

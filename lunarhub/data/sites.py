@@ -33,6 +33,7 @@ from pathlib import Path
 
 from lunarhub.config import Deployment, Role
 from lunarhub.data.policy import POLICIES, env_prefix
+from lunarhub.files import write_private
 
 # Roles that count as an institute's own team for its embargoed data.
 TEAM_ROLES = {Role.science, Role.instructor, Role.admin}
@@ -113,16 +114,6 @@ def entitled_policies(deployment: Deployment, username: str, site: str) -> set[s
 # ---------------------------------------------------------------- secrets
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def site_passwords(deployment: Deployment, name: str, create: bool = True) -> dict[str, str]:
     """Per-user secrets of a site: created for new hub users, dropped for removed ones."""
     path = site_secrets_dir(deployment, name) / "users.json"
@@ -131,7 +122,7 @@ def site_passwords(deployment: Deployment, name: str, create: bool = True) -> di
         return current
     wanted = {u: current.get(u) or secrets.token_urlsafe(24) for u in sorted(deployment.users)}
     if wanted != current:
-        _write_private(path, json.dumps(wanted, indent=1))
+        write_private(path, json.dumps(wanted, indent=1))
     return wanted
 
 
@@ -306,7 +297,7 @@ def prepare_site(deployment: Deployment, name: str) -> Path:
         (state / sub).mkdir(parents=True, exist_ok=True)
     passwords = site_passwords(deployment, name)
     users_conf = site_secrets_dir(deployment, name) / "users.conf"
-    _write_private(users_conf, _users_conf(deployment, name, passwords))
+    write_private(users_conf, _users_conf(deployment, name, passwords))
     catalog = served_catalog_text(deployment, name)
     if catalog is not None and (not (root / "catalog.yaml").exists()
                                 or (root / "catalog.yaml").read_text(encoding="utf-8") != catalog):

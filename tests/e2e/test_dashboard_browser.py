@@ -42,7 +42,7 @@ def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
     assert thumb.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [480, 300]
     card.locator("a.open").click()
     page.wait_for_load_state()
-    # Shared dashboards open without JupyterHub's "Authorize access" page (hub_patches).
+    # Shared dashboards open without JupyterHub's "Authorize access" page (lunarhub/upstream/jupyterhub_dashboard_consent.py).
     assert "/oauth2/authorize" not in page.url, "the reviewer was asked to authorize the dashboard"
     assert page.url.startswith(ds.url + DASH), page.url
     page.wait_for_selector("canvas", timeout=90_000)

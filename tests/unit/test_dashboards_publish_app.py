@@ -1,4 +1,4 @@
-"""The launcher's 'Publish dashboard' form (lunarhub/dashboards/publish_app.py); publish()
+"""The launcher's 'Publish dashboard' form (lunarhub/dashboards/publishing/form.py); publish()
 itself is replaced here (its real path is tested in tests/integration/test_dashboards.py)."""
 
 from __future__ import annotations

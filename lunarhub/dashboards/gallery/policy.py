@@ -1,7 +1,7 @@
 """Who may share a dashboard with whom, from the deployment model.
 
 The hub enforces the same rule (roles `share-<group>` name only the allowed
-targets, lunarhub/hub.py); checking here first turns the hub's bare 403 into a
+targets, lunarhub/platform/hub/); checking here first turns the hub's bare 403 into a
 reason the publisher can act on, before anything is stored or started.
 """
 
