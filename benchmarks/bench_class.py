@@ -31,9 +31,11 @@ from report import percentile  # noqa: E402
 
 def student_run(url: str, user: str, password: str, notebook: str, go: threading.Event, out: dict,
                 admin_token: str) -> None:
+    from support.stack import server_origin, session
+
     go.wait()
     t0 = time.monotonic()
-    s = requests.Session()
+    s = session()
     steps = {}
     try:
         s.get(f"{url}/hub/login", timeout=60)
@@ -53,9 +55,10 @@ def student_run(url: str, user: str, password: str, notebook: str, go: threading
             assert time.monotonic() - t0 < 120, "server not ready after 120 s"
             time.sleep(0.25)
         steps["ready"] = time.monotonic() - t0
-        r = s.get(f"{url}/user/{user}/lab", timeout=60)
+        lab = server_origin(url, user)
+        r = s.get(f"{lab}/user/{user}/lab", timeout=60)
         assert r.status_code == 200, f"lab {r.status_code}"
-        r = s.get(f"{url}/user/{user}/api/contents/course-bench/{notebook}", timeout=60)
+        r = s.get(f"{lab}/user/{user}/api/contents/course-bench/{notebook}", timeout=60)
         assert r.status_code == 200 and r.json()["type"] == "notebook", f"contents {r.status_code}"
         steps["notebook"] = time.monotonic() - t0
         out[user] = {"ok": True, **steps}

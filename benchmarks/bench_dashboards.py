@@ -70,12 +70,18 @@ async def first_plot(page, url: str, timeout: float = 120) -> float:
                 raise
 
 
-async def cookie_header(page) -> str:
-    return "; ".join(f"{c['name']}={c['value']}" for c in await page.context.cookies())
+async def cookie_header(page, url: str) -> str:
+    return "; ".join(f"{c['name']}={c['value']}" for c in await page.context.cookies([url]))
 
 
-async def light_crowd(urls_cookies: list[tuple[str, str]]) -> tuple[list, list[str]]:
-    results = await asyncio.gather(*(visit(u, cookies=c, timeout=300) for u, c in urls_cookies),
+async def light_visit(s, url: str, cookies: str, timeout: float = 300):
+    """The wire-level reviewer on the dashboard's own origin (Python does not resolve *.localhost)."""
+    wire, host = s.wire(url)
+    return await visit(wire, cookies=cookies, headers=host, origin=s.origin("cn-scientist"), timeout=timeout)
+
+
+async def light_crowd(s, urls_cookies: list[tuple[str, str]]) -> tuple[list, list[str]]:
+    results = await asyncio.gather(*(light_visit(s, u, c) for u, c in urls_cookies),
                                    return_exceptions=True)
     ok = [r for r in results if not isinstance(r, BaseException) and r.has_plot]
     failed = [repr(r)[:200] if isinstance(r, BaseException) else "no plot in the document" for r in results
@@ -86,7 +92,7 @@ async def light_crowd(urls_cookies: list[tuple[str, str]]) -> tuple[list, list[s
 async def run(s, version: str, reviewers: list[str], warm_n: int, cold_n: int, browser_crowd: bool) -> dict:
     from playwright.async_api import async_playwright
 
-    dash = f"{s.url}/user/cn-scientist/dash-lola-explorer"
+    dash = s.browser_url("/user/cn-scientist/dash-lola-explorer")
     url = f"{dash}/v{version}"
     out: dict = {}
     async with async_playwright() as pw:
@@ -97,12 +103,12 @@ async def run(s, version: str, reviewers: list[str], warm_n: int, cold_n: int, b
         pages = []
         for name in reviewers:
             pages.append(await login(browser, s, name, dash))
-        cookies = [await cookie_header(p) for p in pages]
+        cookies = [await cookie_header(p, url) for p in pages]
         # Baseline in the same run: one reviewer alone, as the light client sees it.
-        out["light_alone"] = [(await visit(url, cookies=cookies[0])).seconds for _ in range(5)]
+        out["light_alone"] = [(await light_visit(s, url, cookies[0])).seconds for _ in range(5)]
         # The crowd as the server sees it: N first visits at once (page, scripts, websocket, document),
         # and one real Chromium reviewer opening the dashboard at the same moment among them.
-        crowd_task = asyncio.ensure_future(light_crowd([(url, c) for c in cookies]))
+        crowd_task = asyncio.ensure_future(light_crowd(s, [(url, c) for c in cookies]))
         t0 = time.perf_counter()
         out["browser_in_crowd"] = await first_plot(page, url, timeout=300)
         ok, failed = await crowd_task

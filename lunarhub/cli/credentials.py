@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tok.add_argument("--note", default="issued by lunarhub token", help="shown with the token in the hub")
     tok.add_argument("--expires-in", type=int, default=None, help="seconds (default: never)")
     tok.set_defaults(handler=cmd_token)
-    pw = sub.add_parser("passwords", description="show the generated demo passwords (operator only)")
+    pw = sub.add_parser("passwords", description="show the generated passwords not yet used (operator only); "
+                        "each is forgotten at its user's first login")
+    pw.add_argument("--reset", metavar="USER", help="give USER a new generated password (shown until first login)")
     pw.set_defaults(handler=cmd_passwords)
 
 
@@ -36,7 +38,20 @@ def cmd_passwords(args: argparse.Namespace) -> int:
     if d.auth.kind != "password":
         print(f"auth.kind is {d.auth.kind!r}: passwords are managed by the identity provider")
         return 0
+    if args.reset:
+        if args.reset not in d.users:
+            print(f"lunarhub passwords: unknown user {args.reset!r} (not in the deployment's users)", file=sys.stderr)
+            return 2
+        print(f"{args.reset:20s} {secrets.set_password(d, args.reset)}")
+        return 0
     known = secrets.initial_passwords(d)
+    hashed = secrets.password_hashes(d)
     for name in sorted(d.users):
-        print(f"{name:20s} {known.get(name, '(not yet generated: run lunarhub up)')}")
+        if name in known:
+            shown = known[name]
+        elif name in hashed:
+            shown = "(in use: forgotten at first login; lunarhub passwords --reset NAME gives a new one)"
+        else:
+            shown = "(not yet generated: run lunarhub up)"
+        print(f"{name:20s} {shown}")
     return 0

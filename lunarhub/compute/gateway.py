@@ -14,6 +14,7 @@ CLI can use it without loading dask-gateway-server.
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import sys
 from dataclasses import dataclass
@@ -178,22 +179,18 @@ def hub_services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, An
     return [svc], [role]
 
 
-def _local_host(d: Deployment) -> str:
-    return "127.0.0.1" if d.hub.ip in ("", "0.0.0.0") else d.hub.ip
-
-
 def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
     """Dask config of a user's server: `Gateway()` with no arguments reaches this gateway.
 
-    The browser-facing address is relative so dashboard links work from whatever
-    host name the user typed; LocalClusters started inside the server get their
+    Both addresses are the hub's origin: the proxy routes by host (hub.subdomain_host), so
+    a link relative to the lab would land on the user's own host; LocalClusters started inside the server get their
     dashboard through jupyter-server-proxy (hub-authenticated), as on pangeo hubs.
     """
     if username not in d.users or user_limits(d, username) is None:
         return {}
     return {
-        "DASK_GATEWAY__ADDRESS": f"http://{_local_host(d)}:{d.hub.port}{PREFIX}",
-        "DASK_GATEWAY__PUBLIC_ADDRESS": PREFIX,
+        "DASK_GATEWAY__ADDRESS": f"{d.public_url}{PREFIX}",
+        "DASK_GATEWAY__PUBLIC_ADDRESS": f"{d.public_url}{PREFIX}",
         "DASK_GATEWAY__PROXY_ADDRESS": f"tcp://127.0.0.1:{d.services.dask_gateway.scheduler_proxy_port}",
         "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
         "DASK_DISTRIBUTED__DASHBOARD__LINK": "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status",
@@ -255,7 +252,13 @@ def configure(c: Any, d: Deployment) -> None:
     c.Proxy.prefix = PREFIX
 
     backend = c.LocalBackend
-    backend.db_url = f"sqlite:///{state / 'gateway.sqlite'}"
+    # db_encrypt_keys covers only each cluster's token and TLS key: its `config` column, with
+    # the workers' environment (the owner's site passwords), is plain JSON. So the file is root's
+    # alone from its creation (0600, in a 0700 folder), before SQLite opens it with the umask.
+    db = state / "gateway.sqlite"
+    os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    os.chmod(db, 0o600)
+    backend.db_url = f"sqlite:///{db}"
     backend.db_encrypt_keys = [fernet_key(d)]
     backend.cluster_config_class = "lunarhub.compute.gateway_server.LunarClusterConfig"
     backend.inherited_environment = ["PATH", "LANG", "LC_ALL"]

@@ -6,7 +6,9 @@
   both enforce the deployment's per-group limits and per-user cluster count.
 - A front on the hub service port: dashboards need a hub login and belong to the
   cluster's owner only (upstream serves them unauthenticated); everything else is
-  passed to the gateway's own HTTP proxy unchanged.
+  passed to the gateway's own HTTP proxy. The front routes on the decoded, normalised
+  path and forwards only that path, so what it checks is what the proxy serves; a
+  browser may call it only from the origin it is served on or the hub's.
 - Cleanup: clusters of a user whose last server stopped are shut down.
 """
 
@@ -16,12 +18,13 @@ import asyncio
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 from dask_gateway_server import models
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.local import LocalBackend, LocalClusterConfig, UnsafeLocalBackend
 from dask_gateway_server.options import Float, Integer, Options
-from tornado import httpclient, web, websocket
+from tornado import httpclient, httputil, web, websocket
 from tornado.httpserver import HTTPServer
 from traitlets import Float as FloatTrait
 from traitlets import Integer as IntegerTrait
@@ -157,18 +160,93 @@ class LunarUnsafeLocalBackend(LunarBackendMixin, UnsafeLocalBackend):
 
 # ---------------------------------------------------------------- dashboard front
 
+# RFC 3986 pchar minus "%": what stays literal when a normalised path is encoded again.
+PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+class UnparsablePath(ValueError):
+    """A request path the front refuses rather than guess how the gateway's proxy reads it."""
+
+
+def normalise_path(raw: str) -> str:
+    """The path as the gateway's proxy routes it: percent-decoded once (`%63lusters`,
+    `clusters%2F<name>` are clusters), `.` and `..` segments resolved, duplicate slashes folded.
+
+    Raises UnparsablePath for whatever another reader could take differently: a '%' left
+    after decoding (double encoding), backslashes, control characters, raw non-ASCII, bytes
+    that are not UTF-8, a '..' above the root.
+    """
+    if not raw.startswith("/"):
+        raise UnparsablePath("the path must start with '/'")
+    if not raw.isascii():
+        raise UnparsablePath("the path holds raw non-ASCII bytes (percent-encode them)")
+    try:
+        decoded = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise UnparsablePath("the path's percent-escapes are not UTF-8") from None
+    if "%" in decoded:
+        raise UnparsablePath("the path is encoded twice or holds a stray '%'")
+    if "\\" in decoded or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+        raise UnparsablePath("the path holds a backslash or a control character")
+    parts: list[str] = []
+    segments = decoded.split("/")[1:]
+    for seg in segments:
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if not parts:
+                raise UnparsablePath("the path climbs above the root ('..')")
+            parts.pop()
+            continue
+        parts.append(seg)
+    out = "/" + "/".join(parts)
+    if parts and segments[-1] in ("", ".", ".."):
+        out += "/"
+    return out
+
+
+def origin_allowed(origin: str, host: str | None, public_url: str) -> bool:
+    """Whether a browser page at `origin` may use the front: only a page served on the host the
+    request came to (configurable-http-proxy forwards the Host) or on the hub's public URL."""
+    parsed = urlsplit(origin)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        return False  # includes "null" (sandboxed frames, opaque origins)
+    allowed = {urlsplit(public_url).netloc.lower()}
+    if host:
+        allowed.add(host.lower())
+    return parsed.netloc.lower() in allowed
+
+
+class FrontApplication(web.Application):
+    """Routes on the normalised path and rewrites the request to it, so the owner check and
+    the gateway's proxy (which decodes percent-escapes) see the same path."""
+
+    def find_handler(self, request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
+        try:
+            path = quote(normalise_path(request.path), safe=PATH_SAFE)
+        except UnparsablePath as exc:
+            return self.get_handler_delegate(request, Refused, {"status": 400,
+                                                                "message": f"refused request path: {exc}"})
+        request.path = path
+        request.uri = path + (f"?{request.query}" if request.query else "")
+        return super().find_handler(request, **kwargs)
+
 
 def start_front(backend: LunarBackendMixin) -> HTTPServer:
-    from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+    from jupyterhub.services.auth import HubOAuth
 
     prefix = gateway.PREFIX
+    d = backend.deployment()
+    # The hub registers a service's redirect URI on the service's host when subdomains are on
+    # (jupyterhub Service.oauth_redirect_uri); the one asked for must match it exactly.
+    service_host = d.public_url if d.hub.subdomain_host is not False else ""
     # The singleton: HubOAuthenticated handlers (the callback too) call HubOAuth.instance().
     hub_auth = HubOAuth.instance(
         api_token=backend.hub_api_token,
         api_url=backend.hub_api_url,
         oauth_client_id=f"service-{gateway.SERVICE}",
         base_url=prefix + "/",
-        oauth_redirect_uri=f"{prefix}/oauth_callback",
+        oauth_redirect_uri=f"{service_host}{prefix}/oauth_callback",
         hub_prefix="/hub/",
         access_scopes={"access:services", f"access:services!service={gateway.SERVICE}"},
         cache_max_age=5,
@@ -182,18 +260,26 @@ def start_front(backend: LunarBackendMixin) -> HTTPServer:
         "upstream": f"http://{proxy_host or '127.0.0.1'}:{proxy_port}",
         "login_url": hub_auth.login_url,
     }
-    cl = r"/clusters/(?P<cluster>[0-9a-f]+)"
-    app = web.Application([
-        (prefix + "/oauth_callback", HubOAuthCallbackHandler),
-        (prefix + cl + r"(?P<path>/.*/ws)", DashboardWebSocket),
-        (prefix + cl + r"(?P<path>/.*)?", DashboardProxy),
-        (prefix + r"(?P<path>/.*)?", PassThrough),
-    ], **settings)
+    app = FrontApplication(front_routes(prefix), public_url=d.public_url, **settings)
     host, _, port = backend.front_address.rpartition(":")
     server = HTTPServer(app, xheaders=True)
     server.listen(int(port), host or "127.0.0.1")
     backend.log.info("Dashboard auth front listening at http://%s", backend.front_address)
     return server
+
+
+def front_routes(prefix: str) -> list[Any]:
+    from jupyterhub.services.auth import HubOAuthCallbackHandler
+
+    # Any name: an unknown one gets the owner check's 403, never the pass-through.
+    cl = r"/clusters/(?P<cluster>[^/]+)"
+    return [
+        (prefix + "/oauth_callback", HubOAuthCallbackHandler),
+        (prefix + cl + r"(?P<path>/.*/ws)", DashboardWebSocket),
+        (prefix + cl + r"(?P<path>/.*)?", DashboardProxy),
+        (prefix + r"/clusters(?:/.*)?", Refused, {"status": 404, "message": "name a cluster: clusters/<name>/"}),
+        (prefix + r"(?P<path>/.*)?", PassThrough),
+    ]
 
 
 def _copy_response(handler: web.RequestHandler, resp: httpclient.HTTPResponse,
@@ -226,7 +312,35 @@ async def _forward(handler: web.RequestHandler, url: str, rewrite_location: str 
     _copy_response(handler, resp, rewrite_location)
 
 
-class PassThrough(web.RequestHandler):
+class _FrontChecks:
+    """What every front handler does first: a browser page from another origin is refused
+    (the gateway's own cookie would otherwise act for whoever opens that page); errors are
+    plain text that says why."""
+
+    def prepare(self: Any) -> None:
+        origin = self.request.headers.get("Origin")  # browsers send it; API clients need not
+        if origin is not None and not self.origin_ok(origin):
+            raise web.HTTPError(403, f"requests from the page origin {origin} are refused: "
+                                     f"open the dashboard from {self.settings['public_url']}")
+
+    def origin_ok(self: Any, origin: str) -> bool:
+        return origin_allowed(origin, self.request.headers.get("Host"), self.settings["public_url"])
+
+    def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(f"{status_code} {self._reason}: {getattr(exc, 'log_message', None) or self._reason}\n")
+
+
+class Refused(_FrontChecks, web.RequestHandler):
+    def initialize(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+    def prepare(self) -> None:
+        raise web.HTTPError(self.status, self.message)
+
+
+class PassThrough(_FrontChecks, web.RequestHandler):
     """The gateway API: it authenticates users itself (JupyterHubAuthenticator)."""
 
     def check_xsrf_cookie(self) -> None:
@@ -271,13 +385,13 @@ def _hub_authenticated_base():
     return HubOAuthenticated
 
 
-class DashboardProxy(_OwnerOnly, _hub_authenticated_base(), web.RequestHandler):
+class DashboardProxy(_FrontChecks, _OwnerOnly, _hub_authenticated_base(), web.RequestHandler):
     async def get(self, cluster: str, path: str | None = None) -> None:
         target = await self.owner_check(cluster)
         if target is None:
             return
         query = f"?{self.request.query}" if self.request.query else ""
-        await _forward(self, f"{target}{path or '/'}{query}",
+        await _forward(self, f"{target}{quote(path or '/', safe=PATH_SAFE)}{query}",
                        rewrite_location=f"{gateway.PREFIX}/clusters/{cluster}")
 
     head = get
@@ -286,7 +400,7 @@ class DashboardProxy(_OwnerOnly, _hub_authenticated_base(), web.RequestHandler):
         pass
 
 
-class DashboardWebSocket(_OwnerOnly, _hub_authenticated_base(), websocket.WebSocketHandler):
+class DashboardWebSocket(_FrontChecks, _OwnerOnly, _hub_authenticated_base(), websocket.WebSocketHandler):
     """Bokeh's websocket, bridged after the same owner check."""
 
     async def get(self, cluster: str, path: str) -> None:  # type: ignore[override]
@@ -294,7 +408,7 @@ class DashboardWebSocket(_OwnerOnly, _hub_authenticated_base(), websocket.WebSoc
         if target is None:
             return
         query = f"?{self.request.query}" if self.request.query else ""
-        url = re.sub(r"^http", "ws", target) + path + query
+        url = re.sub(r"^http", "ws", target) + quote(path, safe=PATH_SAFE) + query
         headers = {}
         if "Sec-WebSocket-Protocol" in self.request.headers:
             headers["Sec-WebSocket-Protocol"] = self.request.headers["Sec-WebSocket-Protocol"]
@@ -318,7 +432,8 @@ class DashboardWebSocket(_OwnerOnly, _hub_authenticated_base(), websocket.WebSoc
         return chosen or (subprotocols[0] if subprotocols else None)
 
     def check_origin(self, origin: str) -> bool:
-        return True  # the hub login above is the check; the hub's proxy sits in front
+        # A page elsewhere would otherwise open the owner's dashboard with the owner's cookies.
+        return self.origin_ok(origin)
 
     def _from_upstream(self, message: str | bytes | None) -> None:
         if message is None:

@@ -31,14 +31,56 @@ from lunarhub.config.errors import ConfigError, CrossFieldErrors, Problem
 from lunarhub.config.locations import DEFAULT_CONFIG, PACKAGE_ROOT
 
 __all__ = [
-    "DEFAULT_CONFIG", "DEFAULT_PATHS", "NAME_RE", "PACKAGE_ROOT", "Auth", "ConfigError", "CrossFieldErrors", "DaskGateway",
-    "Dashboards", "Deployment", "Group", "GroupLimits", "HubSettings", "IdleCuller", "Institution",
+    "ACCOUNT_MARKER", "DEFAULT_CONFIG", "DEFAULT_PATHS", "NAME_RE", "RESERVED_NAMES", "account_refusal", "PACKAGE_ROOT", "Auth", "ConfigError", "CrossFieldErrors", "DaskGateway",
+    "DashboardLimits", "Dashboards", "Deployment", "Group", "GroupLimits", "HubSettings", "IdleCuller", "Institution",
     "LDAPAuth", "OAuthProvider", "PasswordAuth", "PathKey", "Paths", "Policy", "Problem", "Profile", "Role",
     "Services", "Site", "Strict", "Texts", "User", "default_location", "load", "parse",
 ]
 
 # POSIX portable user names, as adduser accepts them; also safe in URLs and paths.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+# A hub user's server runs as the system account of the same name, so a user called `backup` or
+# `slurm` would run as (and own the files, sockets and sudo rules of) that service. These are
+# refused on any host, existing or not; `lh-` is lunarhub's own (team groups, site accounts).
+RESERVED_NAMES = frozenset({
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
+    "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup", "adm", "wheel", "sudo", "staff",
+    "operator", "shutdown", "halt", "ftp", "sshd", "messagebus", "syslog", "polkitd", "tss", "uuidd",
+    "dnsmasq", "avahi", "ntp", "postfix", "postgres", "mysql", "redis", "nginx", "apache", "httpd",
+    "munge", "slurm", "slurmd", "slurmctld", "dask", "jupyter", "jupyterhub", "lunarhub", "docker",
+})
+RESERVED_PREFIXES = ("systemd-", "lh-")
+# The comment (GECOS) lunarhub.platform.accounts gives each account it creates: the only proof
+# that an existing account is a hub user's and not someone else's.
+ACCOUNT_MARKER = "lunarhub user"
+UID_MIN = 1000  # Debian's login.defs: below are system accounts
+
+
+def account_refusal(name: str, host: bool = True) -> str | None:
+    """Why hub user `name` may not map to a system account (None: it may). `host`: also look at
+    the accounts that exist on this machine (system-users isolation)."""
+    if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
+        return (f"{name!r} is a reserved system name (a hub user runs as the account of the same name): "
+                "choose another user name")
+    if not host:
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    if entry.pw_uid < UID_MIN:
+        return (f"{name!r} is a system account on this host (uid {entry.pw_uid}): hub users map only to "
+                "accounts lunarhub creates; choose another user name")
+    if entry.pw_gecos.split(",")[0] != f"{ACCOUNT_MARKER} {name}":
+        return (f"{name!r} is an existing account on this host (uid {entry.pw_uid}) that lunarhub did not create "
+                f"(its comment is {entry.pw_gecos.split(',')[0]!r}, not '{ACCOUNT_MARKER} {name}'): hub users "
+                "map only to accounts lunarhub creates; choose another user name")
+    return None
+# Where the public proxy listens only for this machine, so `localhost` names reach it.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class Strict(BaseModel):
@@ -151,11 +193,73 @@ class HubSettings(Strict):
                     "shares take effect within seconds.",
     )
     home_root: str = Field("/home", description="Parent folder of the users' home folders.")
+    resource_limits: Literal["cgroups", "none"] = Field(
+        "cgroups",
+        description="`cgroups`: each user server runs in its own control group with its profile's "
+                    "memory and CPU (cgroup v1 controllers under /sys/fs/cgroup/{memory,cpu}, or v2 where "
+                    "that is the host's hierarchy); over the memory limit the kernel kills a process of that "
+                    "server only, noted in the server's log. Needs root; the hub refuses to start, naming "
+                    "what is missing, where the controllers are absent. `none`: limits are only passed to "
+                    "the server as MEM_LIMIT/CPU_LIMIT, not enforced (unprivileged development, hosts "
+                    "without cgroups).",
+    )
     proxy_command: str | None = Field(
         None,
         description="configurable-http-proxy executable; default: the project's npm install "
                     "(`paths.node_modules`), then PATH.",
     )
+    subdomain_host: str | bool | None = Field(
+        None,
+        description="The hub's origin, `scheme://host[:port]`; each user's servers (dashboards included) get "
+                    "their own origin `scheme://<user>.host[:port]`, so a page one user publishes cannot act as "
+                    "its viewer. Needs a wildcard DNS name `*.host` (and a wildcard certificate for https): "
+                    "docs/platform.md. Default: `http://localhost:<port>` when `ip` is a loopback address "
+                    "(browsers resolve `*.localhost` themselves); required otherwise. `false`: every server "
+                    "on the hub's origin (one origin for all pages: only for a single trusted user).",
+        examples=["https://hub.lunar.example.org", False],
+    )
+
+    @field_validator("subdomain_host")
+    @classmethod
+    def _origin(cls, value: str | bool | None) -> str | bool | None:
+        if not value:
+            return value
+        if value is True:
+            raise ValueError("write the hub's origin (e.g. https://hub.lunar.example.org), or false to turn "
+                             "per-user origins off")
+        # JupyterHub would quietly assume https for a bare host name.
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            raise ValueError(f"{value!r} has no scheme: write http://{rest or value} or https://{rest or value}")
+        host, _, port = rest.partition(":")
+        if not host or "/" in rest or "?" in rest or "#" in rest or "@" in rest:
+            raise ValueError(f"{value!r} is not an origin: write scheme://host[:port], without a path")
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"{value!r}: port {port!r} is not a port number")
+        if host.replace(".", "").isdigit() or host.startswith("["):
+            raise ValueError(f"{value!r} is an IP address: users' servers need names below it "
+                             "(<user>.host), so use a DNS name with a wildcard record")
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", host):
+            raise ValueError(f"{value!r}: {host!r} is not a lowercase DNS name")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _subdomain_default(self) -> HubSettings:
+        if self.subdomain_host is None and self.ip not in LOOPBACK:
+            raise CrossFieldErrors([(("hub", "subdomain_host"), (
+                f"hub.ip is {self.ip!r}, so browsers do not reach the hub as localhost: set subdomain_host "
+                "to the hub's public origin with a wildcard DNS name (e.g. https://hub.lunar.example.org, "
+                "*.hub.lunar.example.org pointing at this machine), or false for a single origin"))])
+        return self
+
+    @property
+    def origin(self) -> str:
+        """The hub's origin as browsers reach it."""
+        if self.subdomain_host:
+            return self.subdomain_host
+        if self.subdomain_host is None:
+            return f"http://localhost:{self.port}"
+        return f"http://{self.ip}:{self.port}"
 
 
 class PasswordAuth(Strict):
@@ -232,6 +336,31 @@ class DaskGateway(Strict):
     )
 
 
+class DashboardLimits(Strict):
+    """What one user can make the gallery store and other users render (issue 12). Each refusal
+    names the limit it met, as `services.dashboards.limits.<name>`."""
+
+    max_dashboards: int = Field(20, ge=1, le=10_000, description="Dashboards one user may have published at "
+                                                                 "once (unpublished ones do not count).")
+    max_versions: int = Field(
+        30, ge=1, le=1000,
+        description="Versions one dashboard keeps; at the limit, publishing changed content is refused until "
+                    "an old version is deleted (`lunarhub unpublish <slug> --version N`).",
+    )
+    max_snapshot_mb: float = Field(
+        50, gt=0, le=200,
+        description="Size of one version's files (the notebook and the files it declares), in MiB. A publish "
+                    "request larger than this (base64 in JSON: about 4/3 of it) is refused before it is read.",
+    )
+    max_user_mb: float = Field(500, gt=0, le=100_000, description="All stored versions of one user together, "
+                                                                  "in MiB.")
+    max_title_chars: int = Field(120, ge=10, le=1000, description="Length of a dashboard's title, in characters.")
+    max_description_chars: int = Field(4000, ge=0, le=100_000, description="Length of a dashboard's description, "
+                                                                           "in characters.")
+    max_comment_chars: int = Field(5000, ge=10, le=100_000, description="Length of one reviewer comment, in "
+                                                                        "characters.")
+
+
 class Dashboards(Strict):
     """The dashboards gallery and servers (docs/dashboards.md)."""
 
@@ -242,6 +371,8 @@ class Dashboards(Strict):
         description="Sessions of a dashboard's latest version built ahead while its server is idle, so a crowd "
                     "of reviewers opening it together does not queue. 0: off.",
     )
+    limits: DashboardLimits = Field(default_factory=DashboardLimits,
+                                    description="Per-user caps on what the gallery stores and shows.")
 
 
 class Services(Strict):
@@ -371,6 +502,14 @@ class Deployment(Strict):
         return value
 
     @model_validator(mode="after")
+    def _accounts(self) -> Deployment:
+        host = self.hub.isolation == "system-users"
+        problems = [(("users", name), why) for name in self.users if (why := account_refusal(name, host))]
+        if problems:
+            raise CrossFieldErrors(problems)
+        return self
+
+    @model_validator(mode="after")
     def _references(self) -> Deployment:
         problems: list[tuple[tuple[str, ...], str]] = []
         for gname, group in self.groups.items():
@@ -448,7 +587,25 @@ class Deployment(Strict):
 
     @property
     def public_url(self) -> str:
-        return f"http://{self.hub.ip}:{self.hub.port}"
+        """The hub as users' browsers (and API clients) reach it."""
+        return self.hub.origin
+
+    @property
+    def proxy_url(self) -> str:
+        """The public proxy as this machine reaches it (health checks; the hub API answers on any host)."""
+        return f"http://{'127.0.0.1' if self.hub.ip in ('', '0.0.0.0') else self.hub.ip}:{self.hub.port}"
+
+    def server_origin(self, user: str) -> str:
+        """Origin of every server of `user` (lab and dashboards): `scheme://<user>.<hub host>[:port]`,
+        the name the hub gives it (lunarhub.platform.hub.network), or the hub's origin when off."""
+        if self.hub.subdomain_host is False:
+            return self.public_url
+        scheme, _, host = self.public_url.partition("://")
+        return f"{scheme}://{user}.{host}"
+
+    def server_url(self, user: str, server: str = "") -> str:
+        """Full URL of a user's (named) server, as a browser opens it."""
+        return f"{self.server_origin(user)}/user/{user}/{server + '/' if server else ''}"
 
     def members(self, group: str) -> list[str]:
         return sorted(u for u, user in self.users.items() if group in user.groups)

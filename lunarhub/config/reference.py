@@ -73,6 +73,8 @@ def type_name(annotation: typing.Any) -> str:
         name = f"mapping of name to {type_name(args[1])}"
     elif _model_of(annotation):
         name = f"mapping ({annotation.__name__})"
+    elif origin in (typing.Union, types.UnionType):
+        name = " or ".join(type_name(a) for a in args)
     else:
         name = {str: "string", int: "integer", float: "number", bool: "boolean"}.get(annotation, str(annotation))
     return name + (" or null" if optional else "")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from lunarhub.config import NAME_RE, ConfigError, Deployment, User
+from lunarhub.config import NAME_RE, ConfigError, Deployment, User, account_refusal
 from lunarhub.files import write_atomic
 
 
@@ -34,6 +34,10 @@ def _write_overlay(d: Deployment, overlay: dict) -> None:
 def effective(d: Deployment) -> Deployment:
     """The deployment with CLI-made user changes applied and validated."""
     overlay = _read_overlay(d)
+    refused = [(f"users.{name}", f"{why}; remove it: lunarhub users remove {name}")
+               for name in overlay["users"] if (why := _refusal(d, name))]
+    if refused:
+        raise ConfigError(str(_overlay_path(d)), refused)
     users = {k: v for k, v in d.users.items() if k not in overlay["removed"]}
     for name, raw in overlay["users"].items():
         users[name] = User.model_validate(raw)
@@ -43,12 +47,19 @@ def effective(d: Deployment) -> Deployment:
         raise ConfigError(str(_overlay_path(d)), [("users", str(exc))]) from None
 
 
+def _refusal(d: Deployment, name: str) -> str | None:
+    return account_refusal(name, host=d.hub.isolation == "system-users")
+
+
 def set_user(d: Deployment, name: str, groups: list[str], full_name: str | None = None) -> Deployment:
     """Add or update a user; validated against the deployment's groups before anything is saved."""
     if not NAME_RE.match(name):
         raise ValueError(
             f"invalid user name {name!r}: use lowercase letters, digits and '-', starting with a letter"
         )
+    why = _refusal(d, name)
+    if why:
+        raise ValueError(f"user {name!r} refused: {why}")
     unknown = [g for g in groups if g not in d.groups]
     if unknown:
         raise ValueError(f"user {name!r}: unknown group(s) {', '.join(unknown)}; defined: {', '.join(d.groups)}")
@@ -66,10 +77,10 @@ def set_user(d: Deployment, name: str, groups: list[str], full_name: str | None 
 
 
 def remove_user(d: Deployment, name: str) -> Deployment:
-    current = effective(d)
-    if name not in current.users:
-        raise KeyError(f"unknown user {name!r}")
     overlay = _read_overlay(d)
+    # Not through effective(): a user it refuses (a reserved name added before) must be removable.
+    if name in overlay["removed"] or (name not in d.users and name not in overlay["users"]):
+        raise KeyError(f"unknown user {name!r}")
     overlay["users"].pop(name, None)
     if name in d.users and name not in overlay["removed"]:
         overlay["removed"].append(name)
@@ -105,6 +116,8 @@ def parse_roster(text: str, source: str, d: Deployment) -> list[tuple[str, list[
         where = f"line {lineno}"
         if not NAME_RE.match(name):
             problems.append((where, f"invalid user name {name!r}"))
+        elif why := _refusal(d, name):
+            problems.append((where, why))
         if name in seen:
             problems.append((where, f"duplicate user {name!r} (first on line {seen[name]})"))
         seen.setdefault(name, lineno)

@@ -71,9 +71,24 @@ def password_hashes(d: Deployment) -> dict[str, str]:
 
 
 def initial_passwords(d: Deployment) -> dict[str, str]:
-    """Generated passwords, kept for the operator (the hub itself only checks hashes)."""
+    """Generated passwords not yet used, kept for the operator (the hub itself only checks hashes).
+
+    A user's entry is dropped at their first successful login (`first_login`): from then on the
+    password exists only as its hash and in the user's head, never as plain text on disk."""
     path = _initial_file(d)
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def first_login(d: Deployment, username: str) -> bool:
+    """Forget the plain-text copy of `username`'s generated password; True if there was one."""
+    path = _initial_file(d)
+    if not path.exists():
+        return False
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.pop(username, None) is None:
+        return False
+    _write_private(path, json.dumps(data, indent=1, sort_keys=True))
+    return True
 
 
 def set_password(d: Deployment, username: str, password: str | None = None) -> str:

@@ -50,7 +50,8 @@ def hub_services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, An
 
 
 def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
-    return {"LUNARHUB_DASHBOARDS_URL": f"http://127.0.0.1:{d.hub.port}{PREFIX}"}
+    # The hub's origin: services are routed by host like users' servers (hub.subdomain_host).
+    return {"LUNARHUB_DASHBOARDS_URL": f"{d.public_url}{PREFIX}"}
 
 
 def spawn_override(d: Deployment, spawner: Any) -> None:

@@ -5,6 +5,11 @@ Output goes to each local site's `data_dir`, one folder per access policy
 server enforces policy by path. The outputs are small and committed to git;
 `build_all()` only rebuilds what is missing, so calling it at every `up` is cheap.
 
+The checkout keeps the outputs traversable for every account (the venv lives there), so
+`build_all()` also closes each output's restricted policy folders to everyone but root
+(`lock_restricted`): the sites serve their own locked copies (data/sites.place_data), and the
+checkout holds nothing on disk a user may not read.
+
 Everything keeps the lunar CRS (IAU_2015 codes on the 1737.4 km sphere) and
 the original labels are copied beside the converted files.
 """
@@ -26,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lunarhub.config import Deployment, default_location
+from lunarhub.data.policy import POLICIES
 from lunarhub.lunar import GEOGRAPHIC, MOON_RADIUS_M, SOUTH_POLAR
 
 log = logging.getLogger(__name__)
@@ -410,10 +416,31 @@ def build_all(deployment: Deployment, force: bool = False) -> None:
     for name, site in deployment.sites.items():
         if site.kind != "local" or not site.data_dir:
             continue
+        out = deployment.path(site.data_dir)
         if name not in SITE_STEPS:
             log.info("site %s: no sample data defined for it; serving %s as is", name, site.data_dir)
+        else:
+            build_site(name, out, force=force)
+        lock_restricted(name, out)
+
+
+def lock_restricted(site: str, out: Path) -> list[Path]:
+    """Close every policy folder but `open/` of a site's source data to all but its owner (0700).
+
+    Git records no folder modes, so this shows as no change and a fresh clone is closed again
+    by its first `up`; the data are served from the site's own copy, never from here."""
+    locked = []
+    for policy in POLICIES:
+        folder = out / policy
+        if policy == "open" or folder.is_symlink() or not folder.is_dir():
             continue
-        build_site(name, deployment.path(site.data_dir), force=force)
+        try:
+            os.chmod(folder, 0o700)
+        except PermissionError:
+            raise BuildError(f"site {site}: cannot close {folder} to other accounts (owner uid "
+                             f"{folder.stat().st_uid}); run lunarhub up as root or as the folder's owner") from None
+        locked.append(folder)
+    return locked
 
 
 def manifest(out: Path) -> str:

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lunarhub.config import Deployment
+from lunarhub.config import ACCOUNT_MARKER, Deployment, account_refusal
 
 SYSTEM_GROUP_PREFIX = "lh-"
 SHELL = "/bin/bash"
@@ -47,14 +47,26 @@ def ensure_system_group(name: str) -> int:
         return grp.getgrnam(name).gr_gid
 
 
+class AccountRefused(RuntimeError):
+    """A hub user whose name is, or would take over, an account lunarhub did not create."""
+
+
 def ensure_system_user(d: Deployment, username: str) -> pwd.struct_passwd:
-    """Create the user's own account on first use; its home is readable by nobody else."""
+    """Create the user's own account on first use; its home is readable by nobody else.
+
+    Only an account lunarhub created (ACCOUNT_MARKER in its comment, uid >= UID_MIN) is ever
+    used: the server would otherwise run as, and the chowns below act for, whoever owns it.
+    Checked here again, at spawn, because the host's accounts change after the file is read."""
+    why = account_refusal(username)
+    if why:
+        raise AccountRefused(f"not starting a server for hub user {username!r}: {why} "
+                             f"(users.{username} in {d.config_file or 'the deployment file'} or the roster)")
     try:
         entry = pwd.getpwnam(username)
     except KeyError:
         home = Path(d.hub.home_root) / username
         _run(["useradd", "--create-home", "--home-dir", str(home), "--shell", SHELL,
-              "--comment", f"lunarhub user {username}", "--user-group", username])
+              "--comment", f"{ACCOUNT_MARKER} {username}", "--user-group", username])
         entry = pwd.getpwnam(username)
     home = Path(entry.pw_dir)
     home.parent.mkdir(parents=True, exist_ok=True)

@@ -28,4 +28,5 @@ class LunarPasswordAuthenticator(Authenticator):
         if not stored or not secrets.verify_password(password, stored):
             self.log.warning("login refused: wrong password for %r", username)
             return None
+        secrets.first_login(d, username)  # the operator's plain-text copy is no longer needed
         return {"name": username, "groups": d.users[username].groups}

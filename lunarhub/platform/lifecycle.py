@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ class Row:
 
 
 def health(d: Deployment) -> tuple[bool, str]:
-    url = f"{d.public_url}/hub/health"
+    url = f"{d.proxy_url}/hub/health"
     try:
         r = requests.get(url, timeout=3)
         return r.status_code == 200, f"{url} -> {r.status_code}"
@@ -62,8 +63,56 @@ def start_problems(d: Deployment) -> list[tuple[str, str]]:
     return preflight.check(d, process.supervisor_running(d))
 
 
+# Files in the state dir that only root (the component that owns them) reads, relative to
+# the state dir; their SQLite journals follow the database's own mode.
+PRIVATE_FILES = ("hub/jupyterhub.sqlite", "gateway/gateway.sqlite", "dashboards/comments.sqlite")
+# Folders whose every file is root's alone.
+PRIVATE_DIRS = ("logs", "supervisor", "hub", "gateway")
+
+
+def secure_state(d: Deployment) -> list[Path]:
+    """Close what an older layout left world-readable: logs, databases, secrets (docs/security.md,
+    "at rest"). Runs at every `up` before anything starts, so it migrates an old state dir and is
+    a no-op on a current one. Returns the files whose mode it changed."""
+    changed: list[Path] = []
+
+    def tighten(path: Path, mode: int) -> None:
+        st = os.lstat(path)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            return  # links are never followed; sockets keep the mode their server gave them
+        if stat.S_IMODE(st.st_mode) & ~mode:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
+            changed.append(path)
+
+    state = d.state_path
+    for rel in PRIVATE_DIRS:
+        top = state / rel
+        if not top.is_dir() or top.is_symlink():
+            continue
+        tighten(top, 0o700)
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in dirnames:
+                tighten(Path(dirpath) / name, 0o700)
+            for name in filenames:
+                tighten(Path(dirpath) / name, 0o600)
+    for rel in PRIVATE_FILES:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            path = state / (rel + suffix)
+            if path.exists():
+                tighten(path, 0o600)
+    if d.secrets_path.is_dir():
+        tighten(d.secrets_path, 0o700)
+        for dirpath, dirnames, filenames in os.walk(d.secrets_path):
+            for name in dirnames:
+                tighten(Path(dirpath) / name, 0o700)
+            for name in filenames:
+                tighten(Path(dirpath) / name, 0o600)
+    return changed
+
+
 def start(d: Deployment, timeout: float) -> Started:
     """Prepare secrets and local sites, start the programs, wait until the hub answers."""
+    secure_state(d)
     new_passwords = secrets.ensure_passwords(d, sorted(d.users))
     if any(site.kind == "local" for site in d.sites.values()):
         from lunarhub.data import build as databuild

@@ -27,6 +27,7 @@ def check(d: Deployment, running: bool) -> list[tuple[str, str]]:
         hub.proxy_command(d)
     except ConfigError as exc:
         problems += exc.problems
+    problems += hub.subdomain_problems(d)
     if d.hub.isolation == "system-users":
         if os.geteuid() != 0:
             problems.append(("hub.isolation", "'system-users' needs root; run as root or set "

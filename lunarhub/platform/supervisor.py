@@ -9,6 +9,7 @@ must not take the hub down). Config, pid, socket and logs live in the state dir.
 from __future__ import annotations
 
 import configparser
+import io
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lunarhub.config import Deployment
+from lunarhub.files import write_atomic
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -81,6 +83,13 @@ def write_conf(d: Deployment) -> Path:
     sdir = supervisor_dir(d)
     logs = d.state_path / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # Only root reads the logs (users see their spawn failures on the spawn page).
+    os.chmod(logs, 0o700)
+    # supervisord opens its own log before it applies `umask`: make it private first.
+    fd = os.open(logs / "supervisord.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    os.fchmod(fd, 0o600)
+    os.close(fd)
     cp = configparser.RawConfigParser()
     cp["unix_http_server"] = {"file": str(sdir / "supervisor.sock"), "chmod": "0700"}
     cp["supervisord"] = {
@@ -88,6 +97,10 @@ def write_conf(d: Deployment) -> Path:
         "logfile": str(logs / "supervisord.log"),
         "childlogdir": str(logs),
         "directory": str(d.state_path),
+        # supervisord creates the programs' logs, and every program creates its own state
+        # (hub database, server logs, nginx's logs) with the umask it inherits from here:
+        # nothing in the state dir is world-readable unless a component says so explicitly.
+        "umask": "027",
     }
     if os.geteuid() == 0:
         cp["supervisord"]["user"] = "root"
@@ -114,8 +127,9 @@ def write_conf(d: Deployment) -> Path:
             "stdout_logfile_backups": "2",
         }
     path = conf_path(d)
-    with open(path, "w", encoding="utf-8") as f:
-        cp.write(f)
+    text = io.StringIO()
+    cp.write(text)
+    write_atomic(path, text.getvalue(), 0o600)
     return path
 
 
@@ -154,7 +168,7 @@ def start(d: Deployment) -> None:
     conf = write_conf(d)
     stamp = supervisor_dir(d) / "deployment.sha256"
     changed = not stamp.exists() or stamp.read_text() != _fingerprint(d)
-    stamp.write_text(_fingerprint(d))
+    write_atomic(stamp, _fingerprint(d), 0o600)
     if supervisor_running(d):
         ctl(d, "update")
         if changed:

@@ -44,7 +44,7 @@ def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
     page.wait_for_load_state()
     # Shared dashboards open without JupyterHub's "Authorize access" page (lunarhub/upstream/jupyterhub_dashboard_consent.py).
     assert "/oauth2/authorize" not in page.url, "the reviewer was asked to authorize the dashboard"
-    assert page.url.startswith(ds.url + DASH), page.url
+    assert page.url.startswith(ds.browser_url(DASH)), page.url
     page.wait_for_selector("canvas", timeout=90_000)
     page.wait_for_timeout(1500)
     before = tmp_path / "before.png"
@@ -72,7 +72,7 @@ def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
 
     # Student: the dashboard itself answers 403; the gallery does not list it.
     student = login(browser, ds, "student")
-    resp = student.goto(f"{ds.url}{DASH}/v{version}")
+    resp = student.goto(ds.browser_url(f"{DASH}/v{version}"))
     assert resp is not None and resp.status == 403, (resp and resp.status, student.url)
     assert student.locator("canvas").count() == 0
     student.goto(ds.url + "/services/dashboards/")
@@ -84,7 +84,7 @@ def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
     assert as_user(ds, "cn-scientist", "unpublish", "lola-explorer").returncode == 0
     status = None
     while time.monotonic() - t0 < 150:
-        r = page.goto(f"{ds.url}{DASH}/v{version}")
+        r = page.goto(ds.browser_url(f"{DASH}/v{version}"))
         status = r.status if r else None
         if status == 403:
             break

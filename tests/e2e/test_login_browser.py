@@ -54,7 +54,7 @@ def test_student_refused_scientists_server_and_wrong_password_refused(stack, bro
         assert page.get_by_text("Invalid username or password").count() == 1
         hub_login(page, stack.url, "student", stack.password("student"))
         page.wait_for_url(re.compile(r".*/user/student/.*"), timeout=90_000)
-        resp = page.goto(f"{stack.url}/user/ru-scientist/lab")
+        resp = page.goto(stack.browser_url("/user/ru-scientist/lab"))
         page.wait_for_load_state("networkidle")
         # The hub (not the server) refuses: 403 on the OAuth step.
         assert resp.status == 403 or "403" in page.content()

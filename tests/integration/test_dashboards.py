@@ -73,9 +73,9 @@ def test_only_shared_users_reach_it_and_never_anonymously(published):
     assert ds.request("GET", DASH + "/v1", ds.token("cn-scientist")).status_code == 200
     for user in ("student", "ru-scientist"):
         assert ds.request("GET", DASH + "/v1", ds.token(user)).status_code == 403, user
-    anon = requests.get(ds.url + DASH + "/v1", allow_redirects=False, timeout=30)
+    anon = ds.request("GET", DASH + "/v1", None, timeout=30)
     assert anon.status_code == 302 and "/hub/api/oauth2/authorize" in anon.headers["Location"]
-    ws = requests.get(ds.url + DASH + "/v1/ws", allow_redirects=False, timeout=30)
+    ws = ds.request("GET", DASH + "/v1/ws", None, timeout=30)
     assert ws.status_code in (302, 403)
 
 
@@ -89,8 +89,9 @@ def test_pages_load_bokeh_and_panel_from_the_shared_gallery_copy(published):
     from lunarhub.dashboards.server.shared_static import directories
 
     ds = published
-    v = asyncio.run(visit(ds.url + DASH + "/v1", headers={"Authorization": f"token {ds.token('reviewer')}"},
-                          timeout=120))
+    url, host = ds.wire(DASH + "/v1")
+    v = asyncio.run(visit(url, headers={"Authorization": f"token {ds.token('reviewer')}", **host},
+                          origin=ds.origin("cn-scientist"), timeout=120))
     assert v.has_plot, "the document with the plot arrived over the Bokeh websocket through both proxies"
     shared = [a for a in v.assets if "/services/dashboards/static/" in a]
     names = {a.split("/static/")[1].split("?")[0] for a in shared}
@@ -319,7 +320,7 @@ def test_culled_dashboard_starts_when_opened_from_gallery(published):
     first = api(ds, "GET", "open/cn-scientist/lola-explorer/v1", "reviewer")
     assert first.status_code == 202 and 'http-equiv="refresh"' in first.text
     ok = until_status(lambda: api(ds, "GET", "open/cn-scientist/lola-explorer/v1", "reviewer"), 302, 90)
-    assert ok.status_code == 302 and ok.headers["Location"] == DASH + "/v1", ok.text
+    assert ok.status_code == 302 and ok.headers["Location"] == ds.browser_url(DASH + "/v1"), ok.text
     assert ds.request("GET", DASH + "/v1", ds.token("reviewer")).status_code == 200
 
 
@@ -377,7 +378,8 @@ def test_unpublish_revokes_access_within_seconds(published):
     after = ds.request("GET", DASH + "/v1", rev)
     # Without the owner's lab running, the hub answers for the removed server's URL.
     if after.status_code == 302:
-        assert after.headers["Location"].startswith("/hub/user/cn-scientist/dash-lola-explorer")
+        # On the hub's origin: the hub sends a request for a server it does not run back to itself.
+        assert after.headers["Location"].startswith(ds.browser_url("/hub/user/cn-scientist/dash-lola-explorer"))
         after = ds.request("GET", after.headers["Location"], rev)
     assert after.status_code in (403, 404, 424, 503), after.status_code
     assert api(ds, "GET", "open/cn-scientist/lola-explorer/v1", "reviewer").status_code == 404

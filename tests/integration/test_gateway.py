@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support.stack import Stack, make_stack, open_tmpdir, require_root
+from support.stack import Stack, make_stack, open_tmpdir, require_root, session
 
 pytestmark = pytest.mark.integration
 
@@ -195,15 +195,15 @@ def _ws_status(url: str, token: str) -> int:
 
 
 def _browser_get(s: Stack, user: str, url: str) -> requests.Response:
-    session = requests.Session()
-    login = session.get(f"{s.url}/hub/login", timeout=30)
+    browser = session()
+    login = browser.get(f"{s.url}/hub/login", timeout=30)
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', login.text)
     data = {"username": user, "password": s.password(user)}
     if xsrf:
         data["_xsrf"] = xsrf.group(1)
-    r = session.post(f"{s.url}/hub/login", data=data, allow_redirects=False, timeout=30)
+    r = browser.post(f"{s.url}/hub/login", data=data, allow_redirects=False, timeout=30)
     assert r.status_code == 302, f"login of {user} failed: {r.status_code}"
-    return session.get(url, timeout=60)
+    return browser.get(url, timeout=60)
 
 
 def test_worker_killed_mid_computation(gw_stack: Stack, tokens: dict[str, str]) -> None:
@@ -247,7 +247,8 @@ def test_clusters_end_when_server_stops_and_gateway_works_inside_server(
             " sorted(set(client.run(getpass.getuser).values())), cluster.dashboard_link)\n"
         )
         out = _run_in_kernel(gw_stack, "ru-scientist", tokens["ru-scientist"], code)
-        assert "RESULT 42 ['ru-scientist'] /services/dask-gateway/clusters/" in out, out
+        # On the hub's origin: a link relative to the lab would land on ru-scientist's own host.
+        assert f"RESULT 42 ['ru-scientist'] {gw_stack.url}/services/dask-gateway/clusters/" in out, out
         # The kernel keeps its cluster: it is there until the server stops.
         assert len(_gateway(gw_stack, tokens["ru-scientist"]).list_clusters()) == 1
     finally:
@@ -264,8 +265,8 @@ def _run_in_kernel(s: Stack, user: str, token: str, code: str, timeout: float = 
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
-    base = f"{s.url}/user/{user}/api"
-    headers = {"Authorization": f"token {token}"}
+    base, host = s.wire(f"/user/{user}/api")
+    headers = {"Authorization": f"token {token}", **host}
     kernel = requests.post(f"{base}/kernels", headers=headers, json={"name": "python3"}, timeout=60)
     assert kernel.status_code == 201, f"kernel start: {kernel.status_code} {kernel.text}"
     kid = kernel.json()["id"]

@@ -6,10 +6,12 @@ that server, dask-gateway settings, JUPYTER_PATH with the Lunar kernel) is given
 to `python -m pytest --nbval-lax`, run with `runuser` as the user's own system
 account on a copy of the notebooks in the user's home. The kernels nbval starts
 are then what the user's server would start for them (same account, same
-kernel spec, same environment), without driving a browser.
+kernel spec, same environment, same transport: Unix sockets in the user's
+runtime dir, see `pytest_with_ipc_kernels`), without driving a browser.
 
 Used by tests/integration/test_notebooks.py and by hand while writing notebooks:
     .venv/bin/python tests/support/notebook_runner.py CONFIG USER NOTEBOOK...
+(`notebook_runner.py --pytest ARGS` is what runs as the user: pytest with ipc kernels.)
 """
 
 from __future__ import annotations
@@ -100,8 +102,8 @@ def run_nbval(env: dict[str, str], user: str, folder: Path, timeout: float = 600
     junit = folder / "junit.xml"
     # The environment goes through exec, not the command line: `ps` must not show the
     # server's token and site passwords to other accounts. -m keeps it as given.
-    cmd = [shutil.which("runuser") or "/usr/sbin/runuser", "-m", "-u", user, "--", "python", "-m", "pytest",
-           "-p", "no:cacheprovider", "--nbval-lax", "-q", "-rfE",
+    cmd = [shutil.which("runuser") or "/usr/sbin/runuser", "-m", "-u", user, "--", "python",
+           str(Path(__file__).resolve()), "--pytest", "-p", "no:cacheprovider", "--nbval-lax", "-q", "-rfE",
            f"--nbval-cell-timeout={CELL_TIMEOUT}", "--durations=0", f"--junitxml={junit}",
            "-o", "junit_family=xunit1", str(folder)]
     t0 = time.monotonic()
@@ -114,6 +116,42 @@ def run_nbval(env: dict[str, str], user: str, folder: Path, timeout: float = 600
     return result
 
 
+def pytest_with_ipc_kernels(args: list[str]) -> int:
+    """pytest in this process, nbval's kernels on Unix sockets in the user's runtime dir.
+
+    The user's server starts kernels with `--KernelManager.transport=ipc`; nbval makes its
+    kernels with a bare jupyter_client KernelManager (no parent application, so no Jupyter
+    config file is read and there is no command line to give the switch to), which would
+    put them on TCP ports any account on the host can connect to. The class nbval uses gets
+    the server's defaults instead: transport `ipc`, connection file (and so the sockets,
+    named after it) in the runtime dir, mode 0700.
+    """
+    import uuid
+
+    import pytest
+    from jupyter_client.manager import KernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+    from jupyter_core.utils import ensure_dir_exists
+
+    runtime = jupyter_runtime_dir()
+    ensure_dir_exists(runtime, 0o700)
+
+    class IpcKernelManager(KernelManager):
+        def __init__(self, **kwargs: object) -> None:
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("connection_file", os.path.join(runtime, f"kernel-nbval-{uuid.uuid4()}.json"))
+            super().__init__(**kwargs)
+
+    class IpcKernels:
+        def pytest_configure(self) -> None:
+            # Imported once pytest has loaded nbval as a plugin (so its asserts are still rewritten).
+            import nbval.kernel
+
+            nbval.kernel.KernelManager = IpcKernelManager  # type: ignore[misc]
+
+    return int(pytest.main(args, plugins=[IpcKernels()]))
+
+
 def describe_failures(result: RunResult, name: str, first_only: bool = False) -> str:
     """The failing cells of one notebook with their errors (later cells often fail only
     because an earlier one did: first_only keeps the cause)."""
@@ -124,6 +162,8 @@ def describe_failures(result: RunResult, name: str, first_only: bool = False) ->
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--pytest"]:  # what run_nbval runs as the user
+        return pytest_with_ipc_kernels(argv[1:])
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `support` importable
     import yaml
 

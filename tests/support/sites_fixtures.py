@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ from lunarhub import config
 from lunarhub.data import sites
 from support import ROOT
 from support.ports import free_port
+from support.stack import open_tmpdir
 
 DEMO_USERS = """
 users:
@@ -31,7 +34,11 @@ def make_deployment(tmp: Path, ports: dict[str, int] | None = None, extra_sites:
     demo = config.load(ROOT / "hub" / "lunarhub.yaml")
     ports = ports or {"ru": free_port(), "cn": free_port()}
     data = demo.model_dump(mode="json", exclude_none=True)
-    data["state_dir"] = str(tmp / "state")
+    # The sites' own accounts serve a copy placed in the state dir, so it must lie where other
+    # accounts can traverse (pytest's tmp is closed to them); removed when the run ends.
+    state = open_tmpdir("sites")
+    atexit.register(shutil.rmtree, state, True)
+    data["state_dir"] = str(state / "state")
     data["secrets_dir"] = str(tmp / "secrets")
     data["sites"] = {
         "ru": {"institution": "iki", "kind": "local", "port": ports["ru"],

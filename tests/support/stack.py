@@ -10,10 +10,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
 import yaml
+from requests.adapters import HTTPAdapter
 
 from support import ROOT
 from support.ports import free_port
@@ -44,6 +46,56 @@ def deployment_dict(state_dir: Path, ready_sessions: int = 4, **services: bool) 
     return data
 
 
+def is_localhost(host: str | None) -> bool:
+    return bool(host) and (host == "localhost" or str(host).endswith(".localhost"))
+
+
+def on_the_wire(url: str) -> tuple[str, dict[str, str]]:
+    """Where Python sends a request for `url`, and the Host header that keeps its origin.
+
+    Browsers resolve every `*.localhost` to loopback (RFC 6761); Python's resolver does not,
+    and the proxy (hub.ip 127.0.0.1) routes by Host, so `http://<user>.localhost:<port>/...`
+    goes to `127.0.0.1:<port>` with `Host: <user>.localhost:<port>` (docs/platform.md)."""
+    parts = urlsplit(url)
+    if not is_localhost(parts.hostname):
+        return url, {}
+    wire = parts._replace(netloc=f"127.0.0.1:{parts.port}" if parts.port else "127.0.0.1")
+    return urlunsplit(wire), {"Host": parts.netloc}
+
+
+class LocalhostAdapter(HTTPAdapter):
+    """A requests transport for `*.localhost` origins: sent to loopback with their Host, while
+    the session keeps cookies and follows redirects by the real origin, as a browser does."""
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kw: Any) -> requests.Response:
+        wire, host = on_the_wire(request.url or "")
+        if not host:
+            return super().send(request, *args, **kw)
+        sent = request.copy()
+        sent.url = wire
+        sent.headers.update(host)
+        response = super().send(sent, *args, **kw)
+        response.url, response.request = request.url or "", request
+        return response
+
+
+def server_origin(hub_url: str, user: str) -> str:
+    """The origin of `user`'s servers below the hub's (hub.subdomain_host): `<user>.<hub host>`."""
+    scheme, _, host = hub_url.partition("://")
+    return f"{scheme}://{user}.{host}"
+
+
+def session() -> requests.Session:
+    """A requests session that reaches the hub and users' servers by their origins."""
+    s = requests.Session()
+    s.mount("http://", LocalhostAdapter())
+    return s
+
+
+# (state dir, user) -> generated password, as first read in this process.
+_PASSWORDS: dict[tuple[str, str], str] = {}
+
+
 @dataclass
 class Stack:
     config: Path
@@ -53,7 +105,26 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.data['hub']['port']}"
+        """The hub's origin (hub.subdomain_host's default), as a browser opens it."""
+        return f"http://localhost:{self.data['hub']['port']}"
+
+    def origin(self, user: str) -> str:
+        """The origin of every server of `user` (lab and dashboards): `<user>.localhost`."""
+        return server_origin(self.url, user)
+
+    def browser_url(self, path: str) -> str:
+        """The full URL of a hub path: `/user/<name>/...` on that user's origin, the rest
+        (`/hub/`, `/services/`) on the hub's."""
+        if path.startswith("http"):
+            return path
+        parts = path.split("/")
+        if len(parts) > 2 and parts[1] == "user" and parts[2]:
+            return self.origin(parts[2]) + path
+        return self.url + path
+
+    def wire(self, path: str) -> tuple[str, dict[str, str]]:
+        """URL and headers for clients other than requests (tornado, websockets)."""
+        return on_the_wire(self.browser_url(path))
 
     @property
     def api(self) -> str:
@@ -76,7 +147,12 @@ class Stack:
     def password(self, user: str) -> str:
         from lunarhub.config import secrets
 
-        return secrets.initial_passwords(self.deployment())[user]
+        # The hub forgets a generated password at the user's first login (docs/auth.md): keep
+        # what was read for the rest of the run, which logs in as the same users many times.
+        key = (str(self.state), user)
+        if key not in _PASSWORDS:
+            _PASSWORDS[key] = secrets.initial_passwords(self.deployment())[user]
+        return _PASSWORDS[key]
 
     def token(self, user: str) -> str:
         return self.cli("token", user).stdout.strip()
@@ -86,10 +162,13 @@ class Stack:
 
         return secrets.token(self.deployment(), "cli-api-token")
 
-    def request(self, method: str, path: str, token: str, **kw: Any) -> requests.Response:
-        url = path if path.startswith("http") else self.url + path
-        return requests.request(method, url, headers={"Authorization": f"token {token}"},
-                                timeout=kw.pop("timeout", 60), allow_redirects=False, **kw)
+    def request(self, method: str, path: str, token: str | None, **kw: Any) -> requests.Response:
+        """One request to a hub path or full URL, on the origin a browser would use; no
+        token: anonymous. Redirects are returned, not followed."""
+        headers = {"Authorization": f"token {token}"} if token else {}
+        with session() as s:
+            return s.request(method, self.browser_url(path), headers={**headers, **kw.pop("headers", {})},
+                             timeout=kw.pop("timeout", 60), allow_redirects=False, **kw)
 
     def start_server(self, user: str, name: str = "", token: str | None = None) -> dict[str, Any]:
         """Start a user's server through the hub API and wait until it is ready."""

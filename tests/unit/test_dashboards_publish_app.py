@@ -20,7 +20,7 @@ def test_entry_point_is_a_launcher_tile_running_this_python():
     names = [p.name for p in get_entrypoint_server_processes()]
     assert "lunarhub-publish" in names, "pip install -e . registers the jupyter_serverproxy_servers entry point"
     cfg = setup()
-    assert cfg["launcher_entry"]["enabled"] and cfg["command"][-1] == "{port}"
+    assert cfg["launcher_entry"]["enabled"] and cfg["command"][-1] == "{unix_socket}" and cfg["unix_socket"] is True
 
 
 def test_notebooks_skip_hidden_folders_and_checkpoints(tmp_path):

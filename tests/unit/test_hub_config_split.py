@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OWNS = {
     hub.configure_network: {("JupyterHub", k) for k in (
         "ip", "port", "hub_ip", "hub_port", "db_url", "cookie_secret_file", "pid_file", "cleanup_servers",
-        "cleanup_proxy", "allow_named_servers", "named_server_limit_per_user")},
+        "cleanup_proxy", "allow_named_servers", "named_server_limit_per_user", "subdomain_host",
+        "subdomain_hook")},
     hub.configure_pages: {("JupyterHub", k) for k in ("default_url", "template_paths", "template_vars")},
     hub.configure_proxy: {("ConfigurableHTTPProxy", k) for k in ("command", "api_url", "auth_token", "pid_file")},
     hub.configure_authentication: {("JupyterHub", "authenticator_class"), ("Authenticator", "allowed_users"),

@@ -14,10 +14,18 @@ from typing import Any
 from tornado import ioloop, web
 
 from lunarhub.config import Deployment
-from lunarhub.dashboards.gallery import policy
+from lunarhub.dashboards.gallery import limits, policy
 from lunarhub.dashboards.gallery.base import Base, deployment
 from lunarhub.dashboards.publishing import thumbnail
-from lunarhub.dashboards.store import Dashboard, StoreError, Version, check_slug, slugify
+from lunarhub.dashboards.store import (
+    Dashboard,
+    StoreError,
+    Version,
+    check_relpath,
+    check_slug,
+    content_hash,
+    slugify,
+)
 from lunarhub.platform.hubclient import HubError
 
 log = logging.getLogger("lunarhub.dashboards")
@@ -41,22 +49,25 @@ class ApiBase(Base):
         self.finish({"error": getattr(exc, "log_message", None) or self._reason})
 
 
-def describe(dash: Dashboard, v: Version, prefix: str) -> dict[str, Any]:
+def describe(d: Deployment, dash: Dashboard, v: Version, prefix: str) -> dict[str, Any]:
     return {"owner": dash.owner, "slug": dash.slug, "title": dash.title, "version": v.version,
             "hash": v.meta["hash"], "published": v.published, "server": dash.server,
-            "url": f"/user/{dash.owner}/{dash.server}/v{v.version}",
-            "gallery_url": f"{prefix}d/{dash.owner}/{dash.slug}/v{v.version}",
+            # On the publisher's own origin (hub.subdomain_host), never the hub's.
+            "url": f"{d.server_url(dash.owner, dash.server)}v{v.version}",
+            "gallery_url": f"{d.public_url}{prefix}d/{dash.owner}/{dash.slug}/v{v.version}",
             "versions": [x.version for x in dash.versions], "thumbnail": v.thumbnail is not None,
             "share_groups": dash.info.get("share_groups", []), "share_users": dash.info.get("share_users", [])}
 
 
 class ListApi(ApiBase):
+    body_kind = "publish"
+
     @web.authenticated
     async def get(self) -> None:
         d = deployment()
         groups = await self.groups_of(self.username)
         mine = self.get_query_argument("mine", "") == "1"
-        out = [describe(x, x.latest, self.prefix) for x in self.store.all() if x.latest and (
+        out = [describe(d, x, x.latest, self.prefix) for x in self.store.all() if x.latest and (
             x.owner == self.username or (not mine and policy.may_view(d, x.info, self.username, groups)))]
         self.finish({"dashboards": out})
 
@@ -73,8 +84,18 @@ class ListApi(ApiBase):
             slug = check_slug(data["slug"]) if data.get("slug") else slugify(title)
             groups, users = policy.parse_targets(d, list(data.get("share_with") or []))
             policy.check_share(d, owner, groups, users)
+            description = str(data.get("description") or "")
+            limits.check_texts(d, title, description)
             files = {name: base64.b64decode(content, validate=True)
                      for name, content in dict(data.get("files") or {}).items()}
+            # An unchanged republish adds no version (store.publish), so it is never over max_versions.
+            current = self.store.get(owner, slug)
+            latest = current.latest if current and current.active else None
+            changed = latest is None or latest.meta["hash"] != content_hash(
+                {str(check_relpath(n)): b for n, b in files.items()})
+            limits.check_publish(d, self.store, owner, slug, files, new_version=changed)
+        except limits.LimitExceeded as exc:
+            return self.json_error(exc.status, str(exc))
         except (policy.ShareRefused, StoreError) as exc:
             return self.json_error(403 if isinstance(exc, policy.ShareRefused) else 400, str(exc))
         except (binascii.Error, TypeError, ValueError) as exc:
@@ -82,7 +103,7 @@ class ListApi(ApiBase):
         thumb, refused = self.checked_thumbnail(owner, slug, data.get("thumbnail"))
         try:
             version, created = self.store.publish(
-                owner, slug, title=title, description=str(data.get("description") or ""),
+                owner, slug, title=title, description=description,
                 notebook=str(data.get("notebook") or ""), files=files, share_with=groups + users,
                 environment=dict(data.get("environment") or {}), gid=_gid(d, owner),
                 extra={"share_groups": groups, "share_users": users}, thumbnail=thumb)
@@ -96,7 +117,7 @@ class ListApi(ApiBase):
             status = 403 if exc.status == 403 else 502
             return self.json_error(status, f"stored as v{version.version}, but the hub refused: {exc}")
         self.set_status(201 if created else 200)
-        self.finish({**describe(dash, version, self.prefix), "created": created,
+        self.finish({**describe(d, dash, version, self.prefix), "created": created,
                      **({"thumbnail_refused": refused} if refused and created else {})})
 
     @staticmethod
@@ -152,7 +173,17 @@ class DashboardApi(ApiBase):
         self.finish({"unpublished": f"{owner}/{slug}", "server_stops_in": delay})
 
 
+class LimitsApi(ApiBase):
+    """The limits and the caller's use of them: `lunarhub publish` checks before it uploads."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.finish(limits.as_dict(deployment(), self.store, self.username))
+
+
 class CommentsApi(ApiBase):
+    body_kind = "comment"
+
     async def _dash(self, owner: str, slug: str, number: str) -> None:
         try:
             dash = self.store.get(owner, slug)
@@ -170,7 +201,9 @@ class CommentsApi(ApiBase):
     async def post(self, owner: str, slug: str, number: str) -> None:
         await self._dash(owner, slug, number)
         try:
-            c = self.comments.add(owner, slug, int(number), self.username, str(self.body().get("text", "")))
+            text = str(self.body().get("text", ""))
+            limits.check_comment(deployment(), text)
+            c = self.comments.add(owner, slug, int(number), self.username, text)
         except ValueError as exc:
             return self.json_error(400, str(exc))
         self.set_status(201)

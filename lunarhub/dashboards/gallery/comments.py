@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-MAX_LEN = 5000
+# The store's own backstop (the model's largest `max_comment_chars`); callers check the
+# deployment's limit first so the refusal names it (limits.check_comment).
+MAX_LEN = 100_000
 
 
 class Comments:

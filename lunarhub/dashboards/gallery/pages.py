@@ -16,7 +16,7 @@ from markupsafe import Markup
 from tornado import web
 
 from lunarhub.config import Deployment
-from lunarhub.dashboards.gallery import i18n, policy
+from lunarhub.dashboards.gallery import i18n, limits, policy
 from lunarhub.dashboards.gallery.base import Base, deployment
 from lunarhub.dashboards.publishing import thumbnail
 from lunarhub.dashboards.store import Dashboard, StoreError, Version, server_name
@@ -153,13 +153,17 @@ class ThumbnailHandler(VersionHandler):
 
 
 class CommentFormHandler(VersionHandler):
+    body_kind = "comment"  # the largest body GalleryApplication lets through (limits.py)
+
     @web.authenticated
     async def post(self, owner: str, slug: str, number: str) -> None:
         found = await self.lookup(owner, slug, number)
         if not found:
             raise web.HTTPError(404)
         try:
-            self.comments.add(owner, slug, int(number), self.username, self.get_body_argument("text", ""))
+            text = self.get_body_argument("text", "")
+            limits.check_comment(deployment(), text)
+            self.comments.add(owner, slug, int(number), self.username, text)
         except ValueError as exc:
             raise web.HTTPError(400, str(exc)) from None
         self.redirect(f"{self.prefix}d/{owner}/{slug}/v{number}")
@@ -180,7 +184,8 @@ class OpenHandler(Page):
         server = server_name(slug)
         state = await self.servers.open(owner, server, retry=bool(self.get_query_argument("retry", "")))
         if state == "ready":
-            return self.redirect(f"/user/{quote(owner)}/{quote(server)}/v{number}")
+            # The publisher's own origin (hub.subdomain_host): its page cannot act as the reviewer.
+            return self.redirect(f"{deployment().server_url(quote(owner), quote(server))}v{number}")
         if state == "failed":
             return self.failed(lang, dash)
         self.message(lang, i18n.t("starting", lang), i18n.t("starting_note", lang), 202, css_class="starting",

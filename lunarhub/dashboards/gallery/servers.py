@@ -21,21 +21,22 @@ def dashboard_command(d: Deployment, apps: list[Path]) -> tuple[list[str], list[
     """cmd and args: the hub-authenticated proxy (launch.py) in front of panel serve
     (with the ready-session pool of serve.py).
 
-    `{port}` and `{base_url}` are filled in by jupyter-server-proxy. absolute_url: the
-    proxy forwards the full /user/<owner>/dash-<slug>/... path, which panel serves
-    under the same --prefix, so every link and the websocket URL stay right.
+    `{unix_socket}` and `{base_url}` are filled in by jupyter-server-proxy. Panel listens on
+    a Unix socket in a fresh 0700 folder of the publisher's (`--unix-socket=True`), not on a
+    loopback port: only the proxy, which authenticates every request through the hub, reaches
+    it. Bokeh's websocket Origin check stays on (no `--allow-websocket-origin`): the proxy
+    passes the browser's Host and Origin through. absolute_url: the proxy forwards the full
+    /user/<owner>/dash-<slug>/... path, which panel serves under the same --prefix, so every
+    link and the websocket URL stay right.
     """
     cmd = [str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.server.launch"]
     args = [
         str(d.hub.token_cache_seconds), "--",
-        "--absolute-url", "--timeout=60", "--activity-interval=60",
+        "--absolute-url", "--timeout=60", "--activity-interval=60", "--unix-socket=True",
         "--",
         str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.server.serve", str(d.services.dashboards.ready_sessions),
         *[str(a) for a in apps],
-        "--port={port}", "--address=127.0.0.1", "--prefix={base_url}",
-        # The Origin check is done by the hub-authenticated proxy in front (cookie +
-        # OAuth); panel sees the proxy's Host, not the browser's.
-        "--allow-websocket-origin=*",
+        "--unix-socket={unix_socket}", "--prefix={base_url}",
     ]
     return cmd, args
 
@@ -58,4 +59,5 @@ def spawn_override(d: Deployment, spawner: Any) -> None:
     spawner.notebook_dir = str(dash.path)
     spawner.environment["LUNARHUB_DASHBOARD"] = f"{owner}/{slug}"
     spawner.environment["BOKEH_RESOURCES"] = "server"
-    spawner.environment["LUNARHUB_SHARED_STATIC"] = f"{PREFIX}static/"
+    # On the hub's origin: the dashboard's own (the publisher's) does not route /services/.
+    spawner.environment["LUNARHUB_SHARED_STATIC"] = f"{d.public_url}{PREFIX}static/"

@@ -13,10 +13,11 @@ import os
 from typing import Any
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
-from tornado import ioloop, web
+from tornado import httputil, ioloop, web
 
-from lunarhub.config import Deployment, secrets
-from lunarhub.dashboards.gallery.api import CommentsApi, DashboardApi, ListApi
+from lunarhub.config import ConfigError, DashboardLimits, Deployment, secrets
+from lunarhub.dashboards.gallery import limits
+from lunarhub.dashboards.gallery.api import CommentsApi, DashboardApi, LimitsApi, ListApi
 from lunarhub.dashboards.gallery.base import deployment
 from lunarhub.dashboards.gallery.comments import Comments
 from lunarhub.dashboards.gallery.deploy import Servers
@@ -28,10 +29,67 @@ from lunarhub.dashboards.gallery.pages import (
     VersionHandler,
 )
 from lunarhub.dashboards.server.shared_static import FILE_RE, directories
-from lunarhub.dashboards.store import Store
+from lunarhub.dashboards.store import MAX_BYTES, Store
 from lunarhub.platform.hubclient import AsyncHubAPI
 
 log = logging.getLogger("lunarhub.dashboards")
+
+
+class GalleryApplication(web.Application):
+    """Refuses a request body from its declared length, before tornado reads it into memory
+    (it buffers a whole body before a handler runs): each handler class says what its body
+    holds (`body_kind`), the deployment's limits say how large that may be."""
+
+    def find_handler(self, request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
+        delegate = super().find_handler(request, **kwargs)
+        declared = request.headers.get("Content-Length")
+        if declared is None:
+            if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+                return self.get_handler_delegate(request, TooLarge, {
+                    "status": 411, "message": "send the request body with a Content-Length (not chunked)",
+                    "declared": 0})
+            return delegate
+        if not declared.strip().isdigit() or int(declared) <= limits.SMALL_BODY:
+            return delegate  # tornado itself answers 400 to a malformed length
+        kind = getattr(delegate.handler_class, "body_kind", "small")
+        try:
+            d = deployment()
+        except ConfigError:
+            return delegate  # the handler reports the broken deployment file as it does for any request
+        lim = d.services.dashboards.limits
+        allowed = {"publish": limits.publish_body_limit(lim),
+                   "comment": limits.comment_body_limit(lim)}.get(kind, limits.SMALL_BODY)
+        if int(declared) <= allowed:
+            return delegate
+        message = limits.body_refusal(d, int(declared), allowed, kind)
+        log.info("refused a %s-byte body to %s: %s", declared, request.path, message)
+        return self.get_handler_delegate(request, TooLarge, {"status": 413, "message": message,
+                                                             "declared": int(declared)})
+
+
+@web.stream_request_body
+class TooLarge(web.RequestHandler):
+    """The answer to a body over its limit; the body itself is dropped as it arrives."""
+
+    def initialize(self, status: int, message: str, declared: int) -> None:
+        self.status, self.message, self.declared = status, message, declared
+
+    def prepare(self) -> None:
+        if not self.declared or self.declared > limits.DRAIN_MAX:
+            self.refuse()  # the connection closes after the answer; the client may be cut off
+        else:
+            # Read to the end and drop it: a client still sending (configurable-http-proxy answers
+            # `Expect: 100-continue` itself) then reads the answer instead of a reset.
+            self.request.connection.set_max_body_size(self.declared)  # type: ignore[union-attr]
+
+    def data_received(self, chunk: bytes) -> None:
+        pass
+
+    def refuse(self, *args: Any) -> None:
+        self.set_status(self.status)
+        self.finish({"error": self.message})
+
+    get = post = put = patch = delete = refuse  # type: ignore[assignment]
 
 
 def make_app(d: Deployment, prefix: str) -> web.Application:
@@ -52,12 +110,13 @@ def make_app(d: Deployment, prefix: str) -> web.Application:
         (p + "static/bokeh/" + FILE_RE["bokeh"], web.StaticFileHandler, {"path": str(static_dirs["bokeh"])}),
         (p + "static/panel/" + FILE_RE["panel"], web.StaticFileHandler, {"path": str(static_dirs["panel"])}),
         (p + "api/dashboards", ListApi),
+        (p + "api/limits", LimitsApi),
         (p + rf"api/dashboards/{seg}", DashboardApi),
         (p + rf"api/dashboards/{seg}/v([0-9]+)", DashboardApi),
         (p + rf"api/dashboards/{seg}/v([0-9]+)/comments", CommentsApi),
     ]
     hub = AsyncHubAPI()
-    return web.Application(
+    return GalleryApplication(
         routes, store=store, comments=Comments(store.root / "comments.sqlite"), hub=hub, prefix=p,
         servers=Servers(hub, d.state_path / "logs" / "servers"),
         # HubOAuth keeps the login in a signed cookie: a stable secret keeps users logged in
@@ -72,7 +131,10 @@ def main() -> None:
     app = make_app(d, prefix)
     url = os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{d.services.dashboards.port}")
     port = int(url.rsplit(":", 1)[1].split("/")[0])
-    app.listen(port, "127.0.0.1", max_body_size=256 * 2**20)
+    # The backstop: no handler's limit (GalleryApplication) exceeds a publish of the largest
+    # snapshot the store takes.
+    largest = limits.publish_body_limit(DashboardLimits(max_snapshot_mb=MAX_BYTES / limits.MIB))
+    app.listen(port, "127.0.0.1", max_body_size=largest)
     log.info("dashboards gallery on 127.0.0.1:%d%s (store %s)", port, prefix, Store.for_deployment(d).root)
     ioloop.IOLoop.current().start()
 

@@ -68,17 +68,59 @@ def collect_files(notebook: Path, patterns: list[str]) -> dict[str, bytes]:
     return out
 
 
+def gallery_limits(url: str | None = None, token: str | None = None) -> dict[str, Any] | None:
+    """The gallery's limits (services.dashboards.limits) and the caller's use of them; None from
+    a gallery too old to say (it still refuses, only after the upload)."""
+    endpoint, token = _endpoint(url, token)
+    try:
+        return _call("GET", endpoint + "api/limits", token, timeout=30)
+    except PublishError:
+        return None
+
+
+def check_limits(bounds: dict[str, Any], *, title: str = "", description: str = "",
+                 size: int | None = None) -> None:
+    """Raise PublishError naming the limit (and where the deployment file sets it) that the
+    gallery would refuse, before the notebook runs and before anything is uploaded."""
+    lim, where = bounds["limits"], bounds["where"]
+
+    def over(what: str, name: str, unit: str) -> PublishError:
+        return PublishError(f"{what}; the gallery's limit is {lim[name]:g} {unit} ({where[name]})")
+
+    if len(title.strip()) > lim["max_title_chars"]:
+        raise over(f"the title has {len(title.strip())} characters", "max_title_chars", "characters")
+    if len(description) > lim["max_description_chars"]:
+        raise over(f"the description has {len(description)} characters", "max_description_chars", "characters")
+    if size is not None and size > lim["max_snapshot_mb"] * 2**20:
+        raise over(f"the notebook and its files are {size / 2**20:.1f} MiB", "max_snapshot_mb", "MiB")
+
+
+def _size_on_disk(notebook: Path, patterns: list[str]) -> int:
+    """What collect_files would send, from the file sizes alone (no reading)."""
+    found = {notebook.resolve()}
+    for pattern in patterns:
+        found.update(Path(m).resolve() for m in glob.glob(str(notebook.parent / pattern), recursive=True))
+    return sum(p.stat().st_size for p in found if p.is_file())
+
+
 def publish(notebook: str | Path, title: str, *, description: str = "", share_with: list[str] | None = None,
             files: list[str] | None = None, slug: str | None = None, timeout: float = DEFAULT_TIMEOUT,
             url: str | None = None, token: str | None = None) -> dict[str, Any]:
     """Validate `notebook` and publish it; returns the version record (url, version, hash)."""
     endpoint, token = _endpoint(url, token)
     nb = Path(notebook)
+    # Told before the notebook runs (which takes a while), not after the upload.
+    bounds = gallery_limits(endpoint, token)
+    if bounds:
+        check_limits(bounds, title=title, description=description,
+                     size=_size_on_disk(nb, list(files or [])) if nb.is_file() else None)
     checked = validate(nb, timeout=timeout)  # raises ValidationError with cell + error
     try:
         payload_files = collect_files(nb, list(files or []))
     except StoreError as exc:
         raise PublishError(str(exc)) from None
+    if bounds:  # the run may have written declared files
+        check_limits(bounds, size=sum(len(b) for b in payload_files.values()))
     body = {
         "title": title, "description": description, "slug": slug, "notebook": nb.name,
         "share_with": list(share_with or []), "environment": checked.environment,

@@ -24,9 +24,14 @@ MAX_NOTEBOOKS = 500
 
 
 def setup() -> dict[str, Any]:
-    """The jupyter-server-proxy server process (entry point)."""
+    """The jupyter-server-proxy server process (entry point).
+
+    On a Unix socket in a fresh 0700 folder (jupyter-server-proxy makes it): a loopback port
+    would let any account on the host load the form, read its token and publish as the user;
+    the socket is reached only through the user's server, which authenticates via the hub."""
     return {
-        "command": [sys.executable, "-m", "lunarhub.dashboards.publishing.form", "{port}"],
+        "command": [sys.executable, "-m", "lunarhub.dashboards.publishing.form", "{unix_socket}"],
+        "unix_socket": True,
         "timeout": 60,
         "new_browser_tab": True,
         "launcher_entry": {"enabled": True, "title": "Publish dashboard", "category": "Other"},
@@ -130,10 +135,13 @@ def make_app(root: Path, publish_fn: Any = None) -> Any:
 
 def main(argv: list[str]) -> int:
     from tornado import ioloop
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_unix_socket
 
-    port = int(argv[0])
+    socket_path = argv[0]
     root = Path(os.environ.get("LUNARHUB_PUBLISH_ROOT") or Path.home())
-    make_app(root).listen(port, "127.0.0.1")
+    server = HTTPServer(make_app(root))
+    server.add_socket(bind_unix_socket(socket_path, mode=0o600))
     ioloop.IOLoop.current().start()
     return 0
 

@@ -1,7 +1,12 @@
 """What a dashboard named server runs (as the publisher): a hub-authenticated
 jupyter-server-proxy in front of `panel serve`.
 
-    python -m lunarhub.dashboards.server.launch CACHE_SECONDS -- panel serve apps/v1.py ... --port={port}
+    python -m lunarhub.dashboards.server.launch CACHE_SECONDS -- [proxy options] --unix-socket=True \
+        -- python -m lunarhub.dashboards.server.serve N apps/v1.py ... --unix-socket={unix_socket}
+
+The proxy is the server's only TCP listener (the hub routes to it, it authenticates every
+request and websocket through HubOAuth); panel behind it listens on a Unix socket in a
+0700 folder jupyter-server-proxy makes for it, which no other account can open.
 
 Why not `jupyter-standaloneproxy` directly: its HubOAuth is created with
 `HubOAuth.instance()`, which ignores command-line config, so the token cache

@@ -2,6 +2,10 @@
 
     python -m lunarhub.dashboards.server.serve POOL_SIZE apps/v1.py apps/v2.py ... [panel serve options]
 
+In a dashboard server the options put it on a Unix socket (`--unix-socket PATH`, see
+lunarhub/dashboards/gallery/servers.py); the pool's hooks are on Bokeh's application, not its
+listener, so they work the same on a socket or a port.
+
 POOL_SIZE 0 is plain `panel serve`; otherwise the latest version's app keeps POOL_SIZE
 sessions ready. With LUNARHUB_SHARED_STATIC set (a URL prefix), the pages load BokehJS and
 Panel's scripts from the gallery's shared copy (shared_static.py).

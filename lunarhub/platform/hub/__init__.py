@@ -11,7 +11,14 @@ from typing import Any
 from lunarhub.config import Deployment
 from lunarhub.platform.hub.authentication import configure_authentication
 from lunarhub.platform.hub.hub_services import CLI_SERVICE, configure_services, services
-from lunarhub.platform.hub.network import configure_network, configure_proxy, hub_state, proxy_command
+from lunarhub.platform.hub.network import (
+    configure_network,
+    configure_proxy,
+    hub_state,
+    proxy_command,
+    subdomain_hook,
+    subdomain_problems,
+)
 from lunarhub.platform.hub.pages import configure_pages, default_url
 from lunarhub.platform.hub.rbac import LAB_ROLES, configure_rbac, lab_groups, load_groups, roles
 from lunarhub.platform.hub.spawning import VENV_BIN, configure_spawner, spawn_environment
@@ -20,7 +27,7 @@ __all__ = [
     "CLI_SERVICE", "LAB_ROLES", "VENV_BIN", "configure", "configure_authentication", "configure_network",
     "configure_pages", "configure_proxy", "configure_rbac", "configure_services", "configure_spawner",
     "default_url", "hub_state", "lab_groups", "load_groups", "proxy_command", "roles", "services",
-    "spawn_environment",
+    "spawn_environment", "subdomain_hook", "subdomain_problems",
 ]
 
 

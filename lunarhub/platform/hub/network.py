@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lunarhub.config import ConfigError, Deployment, secrets
 
@@ -39,6 +41,48 @@ def proxy_command(d: Deployment) -> str:
     )
 
 
+def subdomain_hook(name: str, domain: str, kind: str) -> str:
+    """Host of a user's servers or of a service, as JupyterHub asks for it.
+
+    A user's servers (lab and every `dash-<slug>`) share `<user>.<hub host>`: what one user
+    publishes runs on that user's origin, never on the hub's or another user's. Services
+    (gallery, gateway) are ours and stay on the hub's host, so kernels, CLIs and links reach
+    them at the hub's URL. User names are DNS labels already (NAME_RE in lunarhub.config),
+    so `Deployment.server_origin` builds the same name without asking the hub.
+    """
+    return f"{name}.{domain}" if kind == "user" else domain
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return True
+
+
+def subdomain_problems(d: Deployment) -> list[tuple[str, str]]:
+    """Why users' servers would be unreachable on their own hosts: no DNS for the hub's
+    name or for names below it (the wildcard record)."""
+    if d.hub.subdomain_host is False:
+        return []
+    host = urlsplit(d.public_url).hostname or ""
+    # RFC 6761: browsers resolve localhost and every *.localhost to loopback themselves
+    # (Python's resolver does not, which is fine: nothing here needs it to).
+    if host == "localhost" or host.endswith(".localhost"):
+        return []
+    problems = []
+    if not _resolves(host):
+        problems.append(("hub.subdomain_host", f"{host!r} does not resolve: give it a DNS record for this "
+                         "machine (docs/platform.md#one-origin-per-user)"))
+    probe = f"lunarhub-wildcard-check.{host}"
+    if not _resolves(probe):
+        problems.append(("hub.subdomain_host", f"{probe!r} does not resolve: users' servers live at "
+                         f"<user>.{host}, which needs a wildcard DNS record *.{host} for this machine "
+                         "(docs/platform.md#one-origin-per-user)"))
+    return problems
+
+
 def hub_state(d: Deployment) -> Path:
     return secrets.ensure_dir(d.state_path / "hub", 0o700)
 
@@ -58,6 +102,14 @@ def configure_network(c: Any, d: Deployment) -> None:
     c.JupyterHub.cleanup_proxy = False
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = 5
+    if d.hub.subdomain_host is not False:
+        problems = subdomain_problems(d)
+        if problems:
+            raise ConfigError(str(d.config_file or "deployment"), problems)
+        # The scheme is always written (the model refuses a bare host): JupyterHub would
+        # otherwise assume https. The proxy keeps listening on ip:port; it routes by Host.
+        c.JupyterHub.subdomain_host = d.public_url
+        c.JupyterHub.subdomain_hook = subdomain_hook
 
 
 def configure_proxy(c: Any, d: Deployment) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from lunarhub.config import ConfigError, Deployment
-from lunarhub.platform import accounts, components
+from lunarhub.platform import accounts, cgroups, components
 
 VENV_BIN = Path(sys.executable).parent
+KERNEL_TRANSPORT = "ipc"
 
 
 def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
@@ -46,15 +47,39 @@ def configure_spawner(c: Any, d: Deployment) -> None:
         spawner = c.LunarSingleAccountSpawner
         spawner.home_dir_template = str(d.state_path / "homes" / "{username}")
     spawner.log_dir = str(logs / "servers")
+    _require_resource_limits(d)
     c.Spawner.cmd = [str(VENV_BIN / "jupyterhub-singleuser")]
     c.Spawner.default_url = "/lab"
     c.Spawner.start_timeout = d.hub.start_timeout
     c.Spawner.http_timeout = d.hub.http_timeout
-    args = [f"--HubOAuth.cache_max_age={d.hub.token_cache_seconds}"]
+    args = [
+        f"--HubOAuth.cache_max_age={d.hub.token_cache_seconds}",
+        # Kernels talk over Unix sockets in the user's runtime dir (0700): on TCP any account
+        # on the host could subscribe to a kernel's iopub (readable without the key).
+        # On the command line, so a ~/.jupyter config cannot put the user's kernels back on TCP by accident.
+        f"--KernelManager.transport={KERNEL_TRANSPORT}",
+    ]
     if os.geteuid() == 0 and d.hub.isolation == "single-account":
         args.append("--allow-root")
     c.Spawner.args = args
     c.Spawner.pre_spawn_hook = pre_spawn_hook(d)
+
+
+def _require_resource_limits(d: Deployment) -> None:
+    """Refuse to start a hub that would promise limits it cannot enforce."""
+    if d.hub.resource_limits != "cgroups":
+        return
+    key = "hub.resource_limits"
+    if os.geteuid() != 0:
+        problem = ("'cgroups' needs the hub to run as root to create control groups; "
+                   "set hub.resource_limits: none on an unprivileged development hub (limits are then not enforced)")
+    else:
+        try:
+            cgroups.detect()
+            return
+        except cgroups.Unavailable as exc:
+            problem = str(exc)
+    raise ConfigError(str(d.config_file or "deployment"), [(key, problem)])
 
 
 def pre_spawn_hook(d: Deployment) -> Any:
@@ -70,6 +95,7 @@ def pre_spawn_hook(d: Deployment) -> Any:
             prof = live.profiles[group]
             spawner.mem_limit = int(prof.memory_gb * 1024**3)
             spawner.cpu_limit = prof.cpu
+        spawner.enforce_limits = live.hub.resource_limits == "cgroups"
         spawner.environment.update(spawn_environment(live, username))
         if live.services.dashboards.enabled:
             from lunarhub import dashboards
