@@ -12,7 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_hub.py", "bench_catalog.py", "bench_terrain.py", "bench_gateway.py",
-           "bench_dashboards.py", "bench_class.py"]
+           "bench_dashboards.py", "bench_class.py", "bench_isolation.py"]
 
 
 def main() -> int:

@@ -125,8 +125,9 @@ def cluster_overrides(d: Deployment, username: str, worker_cores: int, worker_me
         "cluster_max_memory": int((limits.max_memory_gb + SCHEDULER_MEMORY_GB) * GIB),
         "cluster_max_workers": int(limits.max_workers),
         "initial_workers": int(workers),
-        "environment": {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
-                        **worker_environment(d, username)},
+        # The site credentials are not here: overrides are stored in the gateway's database
+        # (plain JSON), so the backend adds them when it starts each process (get_env).
+        "environment": {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"},
     }
 
 
@@ -252,9 +253,10 @@ def configure(c: Any, d: Deployment) -> None:
     c.Proxy.prefix = PREFIX
 
     backend = c.LocalBackend
-    # db_encrypt_keys covers only each cluster's token and TLS key: its `config` column, with
-    # the workers' environment (the owner's site passwords), is plain JSON. So the file is root's
-    # alone from its creation (0600, in a 0700 folder), before SQLite opens it with the umask.
+    # db_encrypt_keys covers only each cluster's token and TLS key: its `config` column is plain
+    # JSON. The owner's site passwords are therefore never put there (the backend adds them to a
+    # process's environment at start), and the file is root's alone from its creation (0600, in a
+    # 0700 folder), before SQLite opens it with the umask.
     db = state / "gateway.sqlite"
     os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
     os.chmod(db, 0o600)

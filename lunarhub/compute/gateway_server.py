@@ -61,6 +61,13 @@ class LunarBackendMixin(LoggingConfigurable):
     def deployment(self) -> config.Deployment:
         return roster.effective(config.load(self.deployment_file or None))
 
+    def get_env(self, cluster: Any) -> dict[str, str]:
+        """The process's environment plus the owner's data-site credentials, computed now from the
+        deployment rather than stored with the cluster (the database keeps its config in plain JSON)."""
+        env = super().get_env(cluster)  # type: ignore[misc]
+        env.update(gateway.worker_environment(self.deployment(), cluster.username))
+        return env
+
     # -- limits
 
     def _options_for(self, user: Any) -> Options:

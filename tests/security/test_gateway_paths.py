@@ -142,3 +142,18 @@ def _ws_status(url: str, host: str, token: str, origin: str) -> int:
         return 101
 
     return asyncio.run(go())
+
+
+def test_the_gateway_database_holds_no_site_password(gw_stack: Stack, cluster: tuple[str, dict[str, str]]) -> None:
+    """The owner's site credentials reach the processes (tests/integration/test_gateway.py), but
+    are never written into the gateway's database, whose cluster config is plain JSON."""
+    from lunarhub.data import sites
+
+    creds = sites.credentials_for(gw_stack.deployment(), "ru-scientist")
+    secret_values = [v for k, v in creds.items() if k.endswith(("_PASSWORD", "_AUTH"))]
+    assert secret_values, "ru-scientist has site credentials in the demo deployment"
+    dbs = list(gw_stack.state.rglob("gateway.sqlite*"))
+    assert dbs, "no gateway database found in the state dir"
+    for db in dbs:
+        data = db.read_bytes()
+        assert not [v for v in secret_values if v.encode() in data], f"a site password is stored in {db}"

@@ -365,3 +365,25 @@ def test_smallest_group_limit_still_gets_its_worker():
     overrides.pop("environment")
     overrides.pop("initial_workers")
     assert ClusterConfig(**overrides).cluster_max_workers == 1
+
+
+def test_site_credentials_are_added_at_process_start_not_stored_with_the_cluster() -> None:
+    from types import SimpleNamespace
+
+    from lunarhub import config
+    from lunarhub.compute import gateway
+    from lunarhub.compute.gateway_server import LunarBackendMixin
+
+    d = config.load()
+    stored = gateway.cluster_overrides(d, "ru-scientist", 1, 2.0, 0)["environment"]
+    assert not [k for k in stored if k.startswith("LUNARHUB_SITE")]
+
+    class Base:
+        def get_env(self, cluster: object) -> dict[str, str]:
+            return {"PATH": "/bin"}
+
+    class Backend(LunarBackendMixin, Base):
+        pass
+
+    env = Backend(deployment_file=str(REPO / "hub" / "lunarhub.yaml")).get_env(SimpleNamespace(username="ru-scientist"))
+    assert env["PATH"] == "/bin" and any(k.startswith("LUNARHUB_SITE") and k.endswith("_PASSWORD") for k in env)
