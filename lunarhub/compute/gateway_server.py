@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from traitlets.config import LoggingConfigurable
 from lunarhub import config
 from lunarhub.compute import gateway
 from lunarhub.config import roster
+from lunarhub.platform import cgroups
 from lunarhub.upstream.dask_gateway_workdir import FixedWorkingDirectory
 
 ACTIVE = (models.ClusterStatus.PENDING, models.ClusterStatus.RUNNING)
@@ -156,7 +158,77 @@ class LunarBackendMixin(LoggingConfigurable):
         return names
 
 
-class LunarLocalBackend(LunarBackendMixin, FixedWorkingDirectory, LocalBackend):
+class ProcessGroups(LoggingConfigurable):
+    """Each scheduler and worker of a cluster in a cgroup of its own, limited to the cluster's
+    ``scheduler_memory``/``worker_memory`` and cores (``hub.resource_limits: cgroups``), so a worker
+    over its memory is OOM-killed alone and one user's cluster cannot take the machine.
+
+    The process joins its group in the preexec function, before LocalBackend's drops root, so the
+    user cannot move out. Groups are named ``lunarhub-gateway-<port>/<cluster>--<process>`` and
+    removed (what is left in them killed) when the worker or the cluster stops."""
+
+    _join_next: list[str] | None = None
+
+    def _groups_on(self) -> tuple[bool, str]:
+        d = self.deployment()  # type: ignore[attr-defined]
+        return (d.hub.resource_limits == "cgroups" and os.geteuid() == 0,
+                f"lunarhub-gateway-{d.services.dask_gateway.port}")
+
+    def _group(self, prefix: str, cluster_name: str, process: str) -> cgroups.Group:
+        return cgroups.detect().group(f"{prefix}/{cluster_name}--{process}")
+
+    async def start_process(self, cluster: Any, cmd: list[str], env: dict[str, str], name: str) -> int:
+        on, prefix = self._groups_on()
+        files = None
+        if on:
+            worker = name.startswith("worker-")
+            cfg = cluster.config
+            group = self._group(prefix, cluster.name, name)
+            group.create(int(cfg.worker_memory if worker else cfg.scheduler_memory),
+                         float(cfg.worker_cores if worker else cfg.scheduler_cores))
+            files = group.procs_files()
+        # Read by make_preexec_fn, which upstream's start_process calls before its first await,
+        # so concurrent starts cannot see each other's value.
+        self._join_next = files
+        try:
+            return await super().start_process(cluster, cmd, env, name)  # type: ignore[misc, no-any-return]
+        finally:
+            self._join_next = None
+
+    def make_preexec_fn(self, cluster: Any) -> Any:
+        upstream = super().make_preexec_fn(cluster)  # type: ignore[misc]
+        files = self._join_next
+        if not files:
+            return upstream
+
+        def preexec() -> None:
+            cgroups.join_files(files)
+            upstream()
+
+        return preexec
+
+    def _release(self, cluster_name: str, process: str | None) -> None:
+        on, prefix = self._groups_on()
+        if not on:
+            return
+        hierarchy = cgroups.detect()
+        base = hierarchy.group(prefix).memory_dir
+        names = ([f"{cluster_name}--{process}"] if process else
+                 [p.name for p in base.glob(f"{cluster_name}--*") if p.is_dir()] if base.is_dir() else [])
+        for name in names:
+            if not hierarchy.group(f"{prefix}/{name}").remove():
+                self.log.warning("cgroup %s/%s: processes left that would not stop", prefix, name)
+
+    async def do_stop_worker(self, worker: Any) -> None:
+        await super().do_stop_worker(worker)  # type: ignore[misc]
+        self._release(worker.cluster.name, f"worker-{worker.name}")
+
+    async def do_stop_cluster(self, cluster: Any) -> None:
+        await super().do_stop_cluster(cluster)  # type: ignore[misc]
+        self._release(cluster.name, None)
+
+
+class LunarLocalBackend(LunarBackendMixin, ProcessGroups, FixedWorkingDirectory, LocalBackend):
     """Workers run as the user's own system account (the gateway runs as root); the
     working directory is set up by lunarhub.upstream.dask_gateway_workdir (upstream chowns "/")."""
 
