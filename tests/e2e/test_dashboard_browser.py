@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from support.browser import logged_in_page
 from support.dashboards_helpers import EXAMPLE, as_user
 
 pytestmark = pytest.mark.e2e
@@ -14,14 +15,7 @@ DASH = "/user/cn-scientist/dash-lola-explorer"
 
 
 def login(browser, ds, user: str):
-    ctx = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = ctx.new_page()
-    page.goto(ds.url + "/hub/login")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", ds.password(user))
-    page.click("#login_submit")
-    page.wait_for_load_state()
-    return page
+    return logged_in_page(browser, ds, user, viewport={"width": 1200, "height": 900})
 
 
 def test_publish_review_comment_and_revoke(ds, browser, tmp_path):

@@ -12,18 +12,15 @@ import getpass
 import json
 import os
 import re
-import shutil
 import signal
-import sys
 import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
-from support.stack import Stack, make_stack, open_tmpdir, require_root, session
+from support.stack import Stack, running_stack, session
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +30,11 @@ from dask_gateway import Gateway, JupyterHubAuth  # noqa: E402
 
 @pytest.fixture(scope="module")
 def gw_stack() -> Iterator[Stack]:
-    require_root()
-    if not shutil.which("dask-gateway-server", path=str(Path(sys.executable).parent)):
-        pytest.fail("dask-gateway-server not in the venv: pip install 'dask-gateway-server[local]'")
     root_owner = os.stat("/")
-    tmp = open_tmpdir("gateway")
-    s = make_stack(tmp, dask_gateway=True)
-    s.cli("up", timeout=240)
     try:
-        yield s
+        with running_stack("gateway", dask_gateway=True) as s:
+            yield s
     finally:
-        s.cli("down", check=False, timeout=240)
-        shutil.rmtree(tmp, ignore_errors=True)
         # The 2026.3 LocalBackend bug chowns "/" to the user; our backend must not.
         after = os.stat("/")
         assert (after.st_uid, after.st_gid) == (root_owner.st_uid, root_owner.st_gid), \

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import shutil
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from support.stack import Stack, make_stack, open_tmpdir, require_root
+from support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -41,17 +38,8 @@ SPELLINGS = [
 
 @pytest.fixture(scope="module")
 def gw_stack() -> Iterator[Stack]:
-    require_root()
-    if not shutil.which("dask-gateway-server", path=str(Path(sys.executable).parent)):
-        pytest.fail("dask-gateway-server not in the venv: pip install 'dask-gateway-server[local]'")
-    tmp = open_tmpdir("gateway-paths")
-    s = make_stack(tmp, dask_gateway=True)
-    s.cli("up", timeout=240)
-    try:
+    with running_stack("gateway-paths", dask_gateway=True) as s:
         yield s
-    finally:
-        s.cli("down", check=False, timeout=240)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

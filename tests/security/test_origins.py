@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.browser import chromium
+from support.browser import chromium, logged_in_page
 from support.dashboards_helpers import as_user, ds, notebook  # noqa: F401  (ds: the stack fixture)
 from support.stack import Stack, open_tmpdir
 
@@ -70,13 +70,7 @@ def browser() -> Iterator[Any]:
 
 
 def login(browser: Any, s: Stack, user: str) -> Any:
-    page = browser.new_context().new_page()
-    page.goto(s.url + "/hub/login")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", s.password(user))
-    page.click("#login_submit")
-    page.wait_for_load_state()
-    return page
+    return logged_in_page(browser, s, user)
 
 
 def minted(s: Stack, user: str) -> list[dict[str, Any]]:

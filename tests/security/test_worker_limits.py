@@ -8,7 +8,6 @@ and the cluster carry on; under the limit works."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 from dask_gateway import Gateway, JupyterHubAuth
-from support.stack import Stack, make_stack, open_tmpdir, require_root
+from support.stack import Stack, running_stack
 
 # The worker cannot import this test module: send its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -28,17 +27,8 @@ GiB = 1 << 30
 
 @pytest.fixture(scope="module")
 def gw_stack() -> Iterator[Stack]:
-    require_root()
-    if not shutil.which("dask-gateway-server", path=str(Path(sys.executable).parent)):
-        pytest.fail("dask-gateway-server not in the venv: pip install 'dask-gateway-server[local]'")
-    tmp = open_tmpdir("worker-limits")
-    s = make_stack(tmp, dask_gateway=True)
-    s.cli("up", timeout=240)
-    try:
+    with running_stack("worker-limits", dask_gateway=True) as s:
         yield s
-    finally:
-        s.cli("down", check=False, timeout=240)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_a_worker_is_held_to_the_clusters_worker_memory(gw_stack: Stack) -> None:

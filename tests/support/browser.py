@@ -39,5 +39,13 @@ def hub_login(page, base_url: str, user: str, password: str) -> None:
     page.click("#login_submit")
 
 
+def logged_in_page(browser, stack, user: str, **context: object):
+    """A page of a new browser context (its own cookies) where `user` has logged in to `stack`."""
+    page = browser.new_context(**context).new_page()
+    hub_login(page, stack.url, user, stack.password(user))
+    page.wait_for_load_state()
+    return page
+
+
 def has_chromium() -> bool:
     return Path(CHROMIUM).exists() and shutil.which("chromium") is not None

@@ -5,8 +5,11 @@ and the benchmarks."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,3 +227,20 @@ def open_tmpdir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=f"lunarhub-{prefix}-"))
     os.chmod(path, 0o755)
     return path
+
+
+@contextmanager
+def running_stack(prefix: str, **services: bool) -> Iterator[Stack]:
+    """`lunarhub up` of a fresh stack in an open temp dir (as root), `down` and removed afterwards:
+    the module fixtures of the gateway tests share this."""
+    require_root()
+    if services.get("dask_gateway") and not shutil.which("dask-gateway-server", path=str(BIN)):
+        pytest.fail("dask-gateway-server not in the venv: pip install 'dask-gateway-server[local]'")
+    tmp = open_tmpdir(prefix)
+    s = make_stack(tmp, **services)
+    s.cli("up", timeout=240)
+    try:
+        yield s
+    finally:
+        s.cli("down", check=False, timeout=240)
+        shutil.rmtree(tmp, ignore_errors=True)
