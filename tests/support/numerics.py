@@ -13,16 +13,18 @@ from collections.abc import Mapping
 import numpy as np
 
 # Per product: the largest difference, in ULPs of the output dtype, allowed between any two routes.
-# 0 where only correctly rounded IEEE-754 operations (+ - * / sqrt, comparisons, selects) run in
-# the same order on every route: then the result is the same bits on any CPU. Aspect calls atan2
-# (libm in numba, numpy's SIMD kernel or libm in the numpy engine); distance calls sin/cos/asin.
+# Slope, hillshade, roughness and score are built only from correctly rounded IEEE-754 operations in
+# one order, so they come out as the same bits (measured: 0 ULP on every route and dispatch
+# setting); the tests still allow 1 ULP, so that none depends on bit-identity across two code
+# paths. Aspect calls atan2 (libm in numba, numpy's SIMD kernel or libm in the numpy engine) and
+# distance sin/cos/asin: 4 ULPs. Boolean masks are compared exactly (the contract).
 TERRAIN_ULPS: dict[str, int] = {
-    "slope": 0,
-    "hillshade": 0,
-    "roughness": 0,
+    "slope": 1,
+    "hillshade": 1,
+    "roughness": 1,
     "aspect": 4,
     "distance": 4,
-    "score": 0,
+    "score": 1,
 }
 
 
