@@ -38,17 +38,12 @@ import signal
 import stat
 import subprocess
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
-from lunarhub.config import Deployment, Role
+from lunarhub.config import Deployment
+from lunarhub.data import entitlement
 from lunarhub.data.policy import POLICIES, env_prefix
 from lunarhub.files import write_atomic, write_private
-
-# Roles that count as an institute's own team for its embargoed data.
-TEAM_ROLES = {Role.science, Role.instructor, Role.admin}
-# Roles that see data the two institutes share (reviewers see dashboards built on it).
-PARTNER_ROLES = {Role.science, Role.reviewer, Role.admin}
 
 
 class SiteError(Exception):
@@ -109,35 +104,10 @@ def _site(deployment: Deployment, name: str):
 # ---------------------------------------------------------------- entitlement
 
 
-def _embargo_over(deployment: Deployment, name: str) -> bool:
-    until = _site(deployment, name).embargo_until
-    return bool(until) and date.fromisoformat(str(until)) <= date.today()
-
-
 def entitled_policies(deployment: Deployment, username: str, site: str) -> set[str]:
-    """The policies `username` may read on `site`, from the user's groups.
-
-    open: every hub user. partners: science, reviewer and admin roles.
-    <cc>-only: science/instructor/admin groups of an institution in country cc.
-    After the site's `embargo_until` date its own <cc>-only data open to partners.
-    A group's `grants` add policies explicitly (a course granted `partners` data).
-    """
-    user = deployment.users.get(username)
-    if user is None:
-        return set()
-    out = {"open"}
-    for gname in user.groups:
-        group = deployment.groups[gname]
-        if group.role in PARTNER_ROLES:
-            out.add("partners")
-        if group.role in TEAM_ROLES and group.institution:
-            country = deployment.institutions[group.institution].country
-            out.add(f"{country.lower()}-only")
-        out.update(group.grants)
-    if "partners" in out and _embargo_over(deployment, site):
-        home = deployment.institutions[_site(deployment, site).institution].country
-        out.add(f"{home.lower()}-only")
-    return out
+    """The policies `username` may read on `site` (lunarhub.data.entitlement.user_policies)."""
+    _site(deployment, site)
+    return entitlement.user_policies(deployment, username, site)
 
 
 # ---------------------------------------------------------------- secrets
