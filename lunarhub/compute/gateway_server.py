@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -36,6 +37,7 @@ from lunarhub import config
 from lunarhub.compute import gateway
 from lunarhub.config import roster
 from lunarhub.platform import cgroups
+from lunarhub.upstream.dask_gateway_preexec import PreexecPerProcess
 from lunarhub.upstream.dask_gateway_workdir import FixedWorkingDirectory
 
 ACTIVE = (models.ClusterStatus.PENDING, models.ClusterStatus.RUNNING)
@@ -158,16 +160,15 @@ class LunarBackendMixin(LoggingConfigurable):
         return names
 
 
-class ProcessGroups(LoggingConfigurable):
+class ProcessGroups(PreexecPerProcess, LoggingConfigurable):
     """Each scheduler and worker of a cluster in a cgroup of its own, limited to the cluster's
     ``scheduler_memory``/``worker_memory`` and cores (``hub.resource_limits: cgroups``), so a worker
     over its memory is OOM-killed alone and one user's cluster cannot take the machine.
 
-    The process joins its group in the preexec function, before LocalBackend's drops root, so the
-    user cannot move out. Groups are named ``lunarhub-gateway-<port>/<cluster>--<process>`` and
+    The process joins its group in the child before LocalBackend's preexec drops root, so the
+    user cannot move out (the step reaches the child through lunarhub.upstream.dask_gateway_preexec).
+    Groups are named ``lunarhub-gateway-<port>/<cluster>--<process>`` and
     removed (what is left in them killed) when the worker or the cluster stops."""
-
-    _join_next: list[str] | None = None
 
     def _groups_on(self) -> tuple[bool, str]:
         d = self.deployment()  # type: ignore[attr-defined]
@@ -177,35 +178,17 @@ class ProcessGroups(LoggingConfigurable):
     def _group(self, prefix: str, cluster_name: str, process: str) -> cgroups.Group:
         return cgroups.detect().group(f"{prefix}/{cluster_name}--{process}")
 
-    async def start_process(self, cluster: Any, cmd: list[str], env: dict[str, str], name: str) -> int:
+    def process_preexec(self, cluster: Any, name: str) -> Callable[[], None] | None:
         on, prefix = self._groups_on()
-        files = None
-        if on:
-            worker = name.startswith("worker-")
-            cfg = cluster.config
-            group = self._group(prefix, cluster.name, name)
-            group.create(int(cfg.worker_memory if worker else cfg.scheduler_memory),
-                         float(cfg.worker_cores if worker else cfg.scheduler_cores))
-            files = group.procs_files()
-        # Read by make_preexec_fn, which upstream's start_process calls before its first await,
-        # so concurrent starts cannot see each other's value.
-        self._join_next = files
-        try:
-            return await super().start_process(cluster, cmd, env, name)  # type: ignore[misc, no-any-return]
-        finally:
-            self._join_next = None
-
-    def make_preexec_fn(self, cluster: Any) -> Any:
-        upstream = super().make_preexec_fn(cluster)  # type: ignore[misc]
-        files = self._join_next
-        if not files:
-            return upstream
-
-        def preexec() -> None:
-            cgroups.join_files(files)
-            upstream()
-
-        return preexec
+        if not on:
+            return None
+        worker = name.startswith("worker-")
+        cfg = cluster.config
+        group = self._group(prefix, cluster.name, name)
+        group.create(int(cfg.worker_memory if worker else cfg.scheduler_memory),
+                     float(cfg.worker_cores if worker else cfg.scheduler_cores))
+        files = group.procs_files()
+        return lambda: cgroups.join_files(files)
 
     def _release(self, cluster_name: str, process: str | None) -> None:
         on, prefix = self._groups_on()

@@ -203,6 +203,15 @@ class HubSettings(Strict):
                     "the server as MEM_LIMIT/CPU_LIMIT, not enforced (unprivileged development, hosts "
                     "without cgroups).",
     )
+    loopback_filter: Literal["nftables", "none"] = Field(
+        "nftables",
+        description="`nftables`: a host-wide nftables table (`inet lunarhub`) drops what a lunarhub "
+                    "account's loopback listeners would send to another lunarhub account, so dask "
+                    "dashboards, kernels' pipes and anything a user runs in a terminal answer only their "
+                    "owner and root (docs/security.md, loopback). Needs root, the nft command (Debian's "
+                    "nftables) and nf_tables in the kernel; the hub refuses to start, naming what is "
+                    "missing. Only with `isolation: system-users`. `none`: no filter.",
+    )
     proxy_command: str | None = Field(
         None,
         description="configurable-http-proxy executable; default: the project's npm install "

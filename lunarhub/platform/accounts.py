@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from lunarhub.config import ACCOUNT_MARKER, Deployment, account_refusal
+from lunarhub.platform import loopback
 
 SYSTEM_GROUP_PREFIX = "lh-"
 SHELL = "/bin/bash"
@@ -82,6 +83,7 @@ def ensure_system_user(d: Deployment, username: str) -> pwd.struct_passwd:
         os.fchmod(fd, 0o700)
     finally:
         os.close(fd)
+    loopback.admit_account(d, username)  # before its first server listens on anything
     return entry
 
 

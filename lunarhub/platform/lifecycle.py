@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 from lunarhub.config import Deployment, secrets
-from lunarhub.platform import hubclient, preflight
+from lunarhub.platform import hubclient, loopback, preflight
 from lunarhub.platform import supervisor as process
 
 
@@ -113,6 +113,7 @@ def secure_state(d: Deployment) -> list[Path]:
 def start(d: Deployment, timeout: float) -> Started:
     """Prepare secrets and local sites, start the programs, wait until the hub answers."""
     secure_state(d)
+    loopback.admit_existing(d)
     new_passwords = secrets.ensure_passwords(d, sorted(d.users))
     if any(site.kind == "local" for site in d.sites.values()):
         from lunarhub.data import build as databuild

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lunarhub.config import ConfigError, Deployment
-from lunarhub.platform import hub
+from lunarhub.platform import hub, loopback
 from lunarhub.platform import supervisor as process
 
 
@@ -38,6 +38,8 @@ def check(d: Deployment, running: bool) -> list[tuple[str, str]]:
                              f"usable by other accounts: {blocked} is closed to them; put the "
                              "checkout where others can enter (e.g. /srv or /opt) or use a venv made "
                              "from /usr/bin/python3"))
+        if os.geteuid() == 0:
+            problems += loopback.problems(d)
     if d.secrets_dir:
         sp = d.secrets_path
         if not sp.exists():

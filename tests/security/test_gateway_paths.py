@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import pwd
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from support.listeners import connect_as, tcp_listeners
 from support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.integration
@@ -145,3 +148,31 @@ def test_the_gateway_database_holds_no_site_password(gw_stack: Stack, cluster: t
     for db in dbs:
         data = db.read_bytes()
         assert not [v for v in secret_values if v.encode() in data], f"a site password is stored in {db}"
+
+
+def test_a_clusters_loopback_ports_answer_root_and_never_another_account(
+        gw_stack: Stack, cluster: tuple[str, dict[str, str]]) -> None:
+    """dask-gateway's LocalBackend puts the scheduler's and workers' dashboards (and the scheduler's
+    TLS and gateway-API ports) on loopback TCP as the cluster's owner. The loopback filter
+    (lunarhub.platform.loopback) lets root (the gateway and its proxy) and the owner in, and gives
+    every other lab account no answer: the dashboards' pages (`/status`, `/info`, the `/proxy/`
+    relay) stay behind the authenticated front."""
+    name, tokens = cluster
+    gw = gw_stack.data["services"]["dask_gateway"]
+    owner = Gateway(address=f"{gw_stack.url}{PREFIX}",
+                    proxy_address=f"tcp://127.0.0.1:{gw['scheduler_proxy_port']}",
+                    auth=JupyterHubAuth(api_token=tokens["ru-scientist"]))
+    owner.connect(name).scale(1)
+    uid = pwd.getpwnam("ru-scientist").pw_uid
+    deadline = time.monotonic() + 120
+    listeners = tcp_listeners(uid)
+    while not any("worker" in " ".join(p.cmdline()) for _, p in listeners) and time.monotonic() < deadline:
+        time.sleep(1)
+        listeners = tcp_listeners(uid)
+    kinds = {port: " ".join(p.cmdline()) for port, p in listeners}
+    assert any("scheduler" in c for c in kinds.values()) and any("worker" in c for c in kinds.values()), kinds
+    ports = sorted(kinds)
+    assert set(connect_as(None, ports).values()) == {"answered"}, "root (the gateway) must reach them"
+    assert set(connect_as("ru-scientist", ports).values()) == {"answered"}
+    got = connect_as("cn-scientist", ports)
+    assert set(got.values()) == {"no answer"}, {p: (got[p], kinds[p][:120]) for p in ports}

@@ -38,6 +38,7 @@ import psutil
 import pytest
 from support import ROOT, dashboards_helpers
 from support.dashboards_helpers import SIMPLE, as_user, notebook
+from support.listeners import tcp_listeners
 from support.notebook_runner import run_nbval, server_environ, stage
 from support.stack import Stack, open_tmpdir
 
@@ -64,12 +65,16 @@ import http.client, json, sys
 port, paths = int(sys.argv[1]), json.loads(sys.argv[2])
 out = []
 for path in paths + [sys.argv[3]]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=float(sys.argv[4]))
     ws = path == sys.argv[3]
     headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="} if ws else {}
-    c.request("GET", path, headers=headers)
-    r = c.getresponse()
+    try:
+        c.request("GET", path, headers=headers)
+        r = c.getresponse()
+    except OSError as exc:  # the loopback filter drops the listener's answer: nothing comes back
+        out.append({"path": path, "status": None, "error": type(exc).__name__, "location": "", "body": ""})
+        continue
     out.append({"path": path, "status": r.status, "location": r.getheader("Location") or "",
                 "body": r.read(4096).decode(errors="replace")})
     c.close()
@@ -87,7 +92,10 @@ for port in ports:
     s.setsockopt(zmq.SUBSCRIBE, b"")
     s.connect(f"tcp://127.0.0.1:{port}")
     subs.append(s)
-    raws.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+    try:
+        raws.append(socket.create_connection(("127.0.0.1", port), timeout=3))
+    except OSError:
+        pass  # no answer at all (the loopback filter): nothing to hear
 unix = {}
 for path in ipc:
     u = socket.socket(socket.AF_UNIX)
@@ -128,21 +136,6 @@ def run_as(user: str, code: str, *args: str, timeout: float = 120) -> Any:
                        capture_output=True, text=True, timeout=timeout, cwd="/tmp")
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def tcp_listeners(uid: int) -> list[tuple[int, psutil.Process]]:
-    """Every listening TCP socket (v4 and v6) of a process running as `uid`: (port, process)."""
-    found = {}
-    for conn in psutil.net_connections("inet"):
-        if conn.status != psutil.CONN_LISTEN or not conn.pid:
-            continue
-        try:
-            proc = psutil.Process(conn.pid)
-            if proc.uids().real == uid:
-                found[conn.laddr.port] = proc
-        except psutil.NoSuchProcess:
-            continue
-    return sorted(found.items(), key=lambda item: item[0])
 
 
 def kind_of(proc: psutil.Process) -> str:
@@ -219,12 +212,17 @@ def test_every_tcp_listener_of_a_user_gives_another_account_nothing(ds: Stack, r
     fronts = [port for port, kind in kinds.items() if kind == "hub-authenticated"]
     assert len(fronts) >= 2, f"expected the lab and the dashboard proxy on TCP, found {listeners}"
 
-    # The hub-authenticated fronts: a login redirect to the hub, or a refusal, never content.
+    # The hub-authenticated fronts answer their owner (and root: the proxy) -- a login redirect
+    # without a token -- and give another account no answer at all (the loopback filter).
     channels = f"/user/{OWNER}/api/kernels/{running['kernel']}/channels"
     for port in fronts:
-        for r in run_as(ATTACKER, HTTP_PROBE, str(port), json.dumps(HTTP_PATHS), channels):
+        owner_sees = run_as(OWNER, HTTP_PROBE, str(port), json.dumps(HTTP_PATHS[:1]), channels, "30")
+        assert all(r["status"] is not None for r in owner_sees), f"{OWNER} gets no answer on its own port {port}"
+        for r in run_as(ATTACKER, HTTP_PROBE, str(port), json.dumps(HTTP_PATHS), channels, "3"):
             where = f"{ATTACKER} GET 127.0.0.1:{port}{r['path']}"
-            assert r["status"] in (302, 401, 403, 404), f"{where}: {r['status']} {r['body'][:300]}"
+            assert r["status"] in (None, 302, 401, 403, 404), f"{where}: {r['status']} {r['body'][:300]}"
+            if ds.deployment().hub.loopback_filter == "nftables":
+                assert r["status"] is None, f"{where} answered {r['status']} through the loopback filter"
             if r["status"] == 302:
                 # To the hub's login, or a slash added within the same server (content never).
                 assert "/hub/" in r["location"] or r["location"].startswith(f"/user/{OWNER}/"), \
@@ -324,7 +322,50 @@ def test_tutorial_local_cluster_fallback_gives_another_account_nothing(ds: Stack
         paths = ["/health", "/status", "/metrics", "/info/main/workers.html", "/json/index.html",
                  f"/proxy/{hub_port}/127.0.0.1/hub/api"]
         for port in started["ports"]:
-            for r in run_as(ATTACKER, HTTP_PROBE, str(port), json.dumps(paths), "/ws"):
-                assert r["status"] == 404, f"{ATTACKER} GET 127.0.0.1:{port}{r['path']}: {r['status']} {r['body'][:300]}"
+            for r in run_as(ATTACKER, HTTP_PROBE, str(port), json.dumps(paths), "/ws", "3"):
+                # No routes but /health (404), and behind the loopback filter no answer at all.
+                expected = None if ds.deployment().hub.loopback_filter == "nftables" else 404
+                assert r["status"] == expected, \
+                    f"{ATTACKER} GET 127.0.0.1:{port}{r['path']}: {r['status']} {r['body'][:300]}"
     finally:
         owner.communicate(timeout=60)
+
+
+TERMINAL_SERVER = r"""
+import http.server, json, socketserver, sys
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass
+with socketserver.TCPServer(("127.0.0.1", 0), Quiet) as httpd:
+    print(json.dumps({"port": httpd.server_address[1]}), flush=True)
+    httpd.serve_forever()
+"""
+
+
+def test_a_server_a_user_starts_in_a_terminal_answers_only_its_owner_and_root(ds: Stack) -> None:
+    """The loopback filter needs no port list: whatever a lab account listens on (here a plain
+    `python -m http.server` as in JupyterLab's terminal, serving its home) answers that account and
+    root, and gives every other lab account no answer; `nobody` (not a lunarhub account, so not
+    marked) is a control that the filter is keyed on accounts, not on the port."""
+    from lunarhub.platform import accounts, loopback
+
+    d = ds.deployment()
+    assert d.hub.loopback_filter == "nftables"
+    home = accounts.prepare_user(d, OWNER)
+    accounts.prepare_user(d, ATTACKER)
+    assert {pwd.getpwnam(OWNER).pw_uid, pwd.getpwnam(ATTACKER).pw_uid} <= loopback.admitted()
+    server = subprocess.Popen([RUNUSER, "-u", OWNER, "--", sys.executable, "-c", TERMINAL_SERVER],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(home))
+    try:
+        assert server.stdout is not None
+        port = str(json.loads(server.stdout.readline())["port"])
+        seen = {who: run_as(who, HTTP_PROBE, port, json.dumps(["/"]), "/ws", "3")[0]["status"]
+                for who in (OWNER, ATTACKER, "nobody")}
+        import http.client
+
+        c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+        c.request("GET", "/")
+        seen["root"] = c.getresponse().status
+        assert seen == {OWNER: 200, ATTACKER: None, "nobody": 200, "root": 200}, seen
+    finally:
+        server.kill()
+        server.wait(timeout=30)

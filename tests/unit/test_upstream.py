@@ -21,6 +21,7 @@ from packaging.version import Version
 
 from lunarhub.upstream import (
     bokeh_session_hooks,
+    dask_gateway_preexec,
     dask_gateway_workdir,
     jupyterhub_dashboard_consent,
     jupyterhub_shares,
@@ -30,7 +31,7 @@ from lunarhub.upstream import (
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKAROUNDS = [jupyterhub_shares, jupyterhub_dashboard_consent, dask_gateway_workdir, bokeh_session_hooks,
-               panel_page_html]
+               panel_page_html, dask_gateway_preexec]
 
 
 # ---------------------------------------------------------------- the guard
@@ -276,3 +277,42 @@ def test_panel_page_still_has_the_script_tags_we_rewrite(tmp_path: Path) -> None
     assert 'src="/services/dashboards/static/bokeh/bokeh.min.js' in out
     assert re.search(r'src="/services/dashboards/static/panel/panel\.min\.js\?v=[0-9a-f]+"', out)
     assert not re.search(r'src="[^"]*static/js/bokeh', out), "a BokehJS tag the regexes no longer match"
+
+
+def test_gateway_preexec_is_built_before_the_first_await(tmp_path: Path) -> None:
+    """dask_gateway_preexec relies on upstream's start_process calling make_preexec_fn before its
+    first await. Upstream's own start_process runs here, twice at once: each child must run its
+    own process's step (a reordered upstream would hand one start the other's)."""
+    import asyncio
+    import time
+    import types
+
+    from dask_gateway_server.backends.local import LocalBackend
+
+    class Upstream:
+        start_process = LocalBackend.start_process
+
+        def get_logs_directory(self, workdir: str) -> str:
+            return workdir
+
+        def make_preexec_fn(self, cluster: object) -> object:
+            return lambda: None
+
+    class Probe(dask_gateway_preexec.PreexecPerProcess, Upstream):
+        def process_preexec(self, cluster, name):  # noqa: ANN001, ANN202
+            return lambda: (tmp_path / f"{name}.step").write_text(name)
+
+    cluster = types.SimpleNamespace(state={"workdir": str(tmp_path)})
+    probe = Probe()
+
+    async def both() -> None:
+        await asyncio.gather(*(probe.start_process(cluster, ["/bin/true"], {}, n)
+                               for n in ("scheduler", "worker-a", "worker-b")))
+
+    asyncio.run(both())
+    deadline = time.monotonic() + 20
+    while len(list(tmp_path.glob("*.step"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert {p.name: p.read_text() for p in tmp_path.glob("*.step")} == {
+        "scheduler.step": "scheduler", "worker-a.step": "worker-a", "worker-b.step": "worker-b"}
+    assert probe._next_step is None
