@@ -9,6 +9,7 @@ tests compare in units in the last place (ULPs) of the result's dtype, with NaN 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -74,3 +75,14 @@ def assert_products_agree(got: Mapping[str, np.ndarray], want: Mapping[str, np.n
             finite = np.isfinite(w)
             worst[name] = float(ulp_distance(g[finite], w[finite]).max()) if finite.any() else 0.0
     return worst
+
+
+def read_products(paths: Mapping[str, Path]) -> dict[str, np.ndarray]:
+    """product -> band 1 of its GeoTIFF, as the pipeline wrote it."""
+    import rasterio
+
+    out = {}
+    for name, p in paths.items():
+        with rasterio.open(p) as f:
+            out[name] = f.read(1)
+    return out

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `support` importable
 
 from lunarhub.science import terrain  # noqa: E402
 from lunarhub.science.terrain import blocks, landing  # noqa: E402
-from support.numerics import assert_products_agree  # noqa: E402
+from support.numerics import assert_products_agree, read_products  # noqa: E402
 
 ALL = ("slope", "aspect", "hillshade", "roughness")
 
@@ -100,14 +100,6 @@ def _write_tif(path: Path, dem: xr.DataArray) -> Path:
     return path
 
 
-def _read_tifs(paths: dict[str, Path]) -> dict[str, np.ndarray]:
-    out = {}
-    for name, p in paths.items():
-        with rasterio.open(p) as f:
-            out[name] = f.read(1)
-    return out
-
-
 def compare_routes(out_dir: Path) -> dict[str, dict[str, float]]:
     """Compare every route with the reference (numba on the whole array; numpy without numba).
 
@@ -137,7 +129,7 @@ def compare_routes(out_dir: Path) -> dict[str, dict[str, float]]:
                 want_file = _values(terrain.terrain_pipeline(file_dem, engine=ref_engine, **kw))
                 for engine in engines:
                     tifs = terrain.terrain_to_geotiff(src, out_dir / f"{case}-{engine}", tile=16, engine=engine, **kw)
-                    check(f"{case} terrain_to_geotiff {engine} tile 16", _read_tifs(tifs), want_file)
+                    check(f"{case} terrain_to_geotiff {engine} tile 16", read_products(tifs), want_file)
                     for tile in (20,):  # GeoTIFF blocks are multiples of 16; Zarr chunks need not be
                         store = terrain.terrain_to_zarr(src, out_dir / f"{case}-{engine}-{tile}.zarr", tile=tile,
                                                         engine=engine, **kw)

@@ -12,7 +12,7 @@ import rioxarray
 import xarray as xr
 from rasterio.enums import Compression
 from rasterio.transform import from_origin
-from support.numerics import assert_products_agree
+from support.numerics import assert_products_agree, read_products
 
 from lunarhub.science import terrain
 from lunarhub.science.terrain import geotiff, tiles, zarr_store
@@ -40,14 +40,6 @@ def in_memory(path: Path, **kw) -> dict[str, np.ndarray]:
     return {name: ds[name].values for name in ds.data_vars}
 
 
-def read(paths: dict[str, Path]) -> dict[str, np.ndarray]:
-    out = {}
-    for name, p in paths.items():
-        with rasterio.open(p) as f:
-            out[name] = f.read(1)
-    return out
-
-
 @pytest.fixture
 def dem_path(tmp_path: Path) -> Path:
     # 100 x 130 px: tiles of 32 leave ragged 4- and 2-pixel tiles at the bottom/right edges.
@@ -66,7 +58,7 @@ def test_tiles_agree_with_the_in_memory_pipeline(dem_path: Path, tmp_path: Path,
     kw = dict(azimuth=300.0, altitude=30.0, roughness_window=5, products=ALL, edges=edges, engine=engine)
     paths = terrain.terrain_to_geotiff(dem_path, tmp_path / "out", tile=32, **kw)
     assert set(paths) == set(ALL) and all(p.name == f"dem_{n}.tif" for n, p in paths.items())
-    got, want = read(paths), in_memory(dem_path, **kw)
+    got, want = read_products(paths), in_memory(dem_path, **kw)
     assert_products_agree(got, want, what=f"geotiff tiles ({engine}, edges={edges})")
     # The hole is NaN (with its halo), not a -9999 m cliff; the rest is finite.
     assert np.isnan(got["slope"][41, 61]) and np.isnan(got["roughness"][38, 58])
@@ -84,7 +76,7 @@ def test_global_geographic_grid_wraps_across_the_tiles(tmp_path: Path) -> None:
     path = write_dem(tmp_path / "global.tif", z, crs="IAU_2015:30100", transform=from_origin(0.0, 90.0, 5.0, 5.0))
     kw = dict(products=ALL, edges="nearest")
     paths = terrain.terrain_to_geotiff(path, {n: tmp_path / f"{n}.tif" for n in ALL}, tile=16, **kw)
-    got, want = read(paths), in_memory(path, **kw)
+    got, want = read_products(paths), in_memory(path, **kw)
     for name in ALL:
         assert got[name].dtype == np.float64
     assert_products_agree(got, want, what="tiles of a global grid")
@@ -96,7 +88,7 @@ def test_integer_dem_with_nodata_is_decoded_like_open_rasterio(tmp_path: Path) -
     z[5:8, 20:22] = -32768
     path = write_dem(tmp_path / "int.tif", z, nodata=-32768)
     paths = terrain.terrain_to_geotiff(path, tmp_path, tile=16, products=("slope", "roughness"))
-    got, want = read(paths), in_memory(path, products=("slope", "roughness"))
+    got, want = read_products(paths), in_memory(path, products=("slope", "roughness"))
     for name in got:
         assert got[name].dtype == np.float32
     assert_products_agree(got, want, what="tiles of an int16 DEM")
@@ -142,12 +134,12 @@ def test_on_a_local_dask_cluster_equals_no_client(dem_path: Path, tmp_path: Path
     from distributed import Client, LocalCluster
 
     kw = dict(roughness_window=3, products=ALL)
-    alone = read(terrain.terrain_to_geotiff(dem_path, tmp_path / "alone", tile=32, **kw))
+    alone = read_products(terrain.terrain_to_geotiff(dem_path, tmp_path / "alone", tile=32, **kw))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        on_cluster = read(terrain.terrain_to_geotiff(dem_path, tmp_path / "cluster", tile=32, client=client, **kw))
+        on_cluster = read_products(terrain.terrain_to_geotiff(dem_path, tmp_path / "cluster", tile=32, client=client, **kw))
         # One in flight at a time: still every tile, in whatever order they finish.
-        one = read(terrain.terrain_to_geotiff(dem_path, tmp_path / "one", tile=48, client=client,
+        one = read_products(terrain.terrain_to_geotiff(dem_path, tmp_path / "one", tile=48, client=client,
                                               max_in_flight=1, **kw))
         assert not client.who_has()  # every tile's result was released after writing
     want = in_memory(dem_path, **kw)
