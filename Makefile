@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY_BASE ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-APT_RUNTIME := nginx-light gdal-bin nftables
+APT_RUNTIME := nginx-light gdal-bin nftables slurm-wlm munge sudo
 APT_TEST := chromium
 CONFIG ?= hub/lunarhub.yaml
 

@@ -9,4 +9,7 @@ from lunarhub.upstream import jupyterhub_dashboard_consent, jupyterhub_shares
 jupyterhub_shares.apply()  # group shares reach tokens (lunarhub/upstream/jupyterhub_shares.py)
 jupyterhub_dashboard_consent.apply()  # no "Authorize access" page for dashboards
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
-hub.configure(c, roster.effective(config.load()))
+deployment = roster.effective(config.load())
+hub.configure(c, deployment)
+# Shares through the hub's own API follow the owner's data (lunarhub/platform/hub/lab_shares.py).
+hub.install_share_policy(deployment)

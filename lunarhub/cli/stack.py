@@ -36,6 +36,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"lunarhub: the hub did not answer ({started.detail}). Last lines of its log:", file=sys.stderr)
         print(lifecycle.hub_log_tail(d), file=sys.stderr)
         return 1
+    for error in started.errors:
+        print(f"lunarhub: {error}", file=sys.stderr)
     print(f"lunarhub is up: {d.public_url}/")
     if d.auth.kind == "password":
         if started.new_passwords:
@@ -45,7 +47,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         else:
             print("Logins: " + ", ".join(sorted(d.users)) + "  (passwords: .venv/bin/lunarhub passwords)")
     print("Status: .venv/bin/lunarhub status    Stop: make down")
-    return 0
+    return 1 if started.errors else 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:

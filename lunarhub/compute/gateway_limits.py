@@ -29,6 +29,8 @@ SCHEDULER_MEMORY_GB = 1
 EXTRA_ENVIRONMENT: dict = {}
 BACKEND_CLASS = "dask_gateway_server.backends.local.LocalBackend"
 IDLE_TIMEOUT = 1800.0
+GROUP_PARTITIONS: dict = {}
+SITE = ""
 # --- end of rendered values
 
 _ACTIVE = [_ClusterStatus.PENDING, _ClusterStatus.RUNNING]
@@ -50,6 +52,17 @@ def _refuse(what, lim, key, unit):
     raise ValueError(f"{what} exceeds the limit of {value:g} {unit} per cluster ({where})")
 
 
+def _partition(groups):
+    """The Slurm partition of the user's first group (by name) with an account at the site."""
+    for g in sorted(groups):
+        if g in GROUP_PARTITIONS:
+            return GROUP_PARTITIONS[g]
+    raise ValueError("you have no account at site {!r}: none of your groups ({}) has a partition there; "
+                     "groups with one: {} (sites.{}.compute.partitions)".format(
+                         SITE, ", ".join(sorted(groups)) or "none",
+                         ", ".join(sorted(GROUP_PARTITIONS)), SITE))
+
+
 def _cluster_options(user):
     lim = _user_limits(user.groups)
 
@@ -62,7 +75,9 @@ def _cluster_options(user):
             _refuse(f"worker_cores={cores}", lim, "max_cores", "cores")
         if mem > lim["max_memory_gb"][0]:
             _refuse(f"worker_memory={mem:g} GiB", lim, "max_memory_gb", "GiB")
+        out = {"partition": _partition(user.groups)} if GROUP_PARTITIONS else {}
         return {
+            **out,
             "worker_cores": int(cores),
             "worker_memory": int(mem * 2**30),
             "cluster_max_cores": float(lim["max_cores"][0] + SCHEDULER_CORES),

@@ -59,6 +59,8 @@ class LunarBackendMixin(LoggingConfigurable):
     hub_api_token = Unicode(help="The gateway service's hub token").tag(config=True)
     cookie_secret_file = Unicode(help="Cookie secret of the front's hub login").tag(config=True)
     cleanup_period = FloatTrait(5.0, help="Seconds between checks for stopped user servers").tag(config=True)
+    service_name = Unicode(gateway.SERVICE, help="The hub service this gateway is (a site's own: "
+                                                 "lunarhub.compute.site_gateway)").tag(config=True)
 
     # -- deployment, re-read per request so `lunarhub users` changes apply at once
 
@@ -297,7 +299,7 @@ class FrontApplication(web.Application):
 def start_front(backend: LunarBackendMixin) -> HTTPServer:
     from jupyterhub.services.auth import HubOAuth
 
-    prefix = gateway.PREFIX
+    prefix = f"/services/{backend.service_name}"
     d = backend.deployment()
     # The hub registers a service's redirect URI on the service's host when subdomains are on
     # (jupyterhub Service.oauth_redirect_uri); the one asked for must match it exactly.
@@ -306,11 +308,11 @@ def start_front(backend: LunarBackendMixin) -> HTTPServer:
     hub_auth = HubOAuth.instance(
         api_token=backend.hub_api_token,
         api_url=backend.hub_api_url,
-        oauth_client_id=f"service-{gateway.SERVICE}",
+        oauth_client_id=f"service-{backend.service_name}",
         base_url=prefix + "/",
         oauth_redirect_uri=f"{service_host}{prefix}/oauth_callback",
         hub_prefix="/hub/",
-        access_scopes={"access:services", f"access:services!service={gateway.SERVICE}"},
+        access_scopes={"access:services", f"access:services!service={backend.service_name}"},
         cache_max_age=5,
     )
     secret = Path(backend.cookie_secret_file).read_text().strip().encode()
@@ -321,6 +323,7 @@ def start_front(backend: LunarBackendMixin) -> HTTPServer:
         "backend": backend,
         "upstream": f"http://{proxy_host or '127.0.0.1'}:{proxy_port}",
         "login_url": hub_auth.login_url,
+        "prefix": prefix,
     }
     app = FrontApplication(front_routes(prefix), public_url=d.public_url, **settings)
     host, _, port = backend.front_address.rpartition(":")
@@ -454,7 +457,7 @@ class DashboardProxy(_FrontChecks, _OwnerOnly, _hub_authenticated_base(), web.Re
             return
         query = f"?{self.request.query}" if self.request.query else ""
         await _forward(self, f"{target}{quote(path or '/', safe=PATH_SAFE)}{query}",
-                       rewrite_location=f"{gateway.PREFIX}/clusters/{cluster}")
+                       rewrite_location=f"{self.settings['prefix']}/clusters/{cluster}")
 
     head = get
 

@@ -38,9 +38,12 @@ BEGIN_VALUES = "# --- rendered values"
 END_VALUES = "# --- end of rendered values"
 
 
-def limits_snippet(d: Deployment, backend_class: str, environment: dict[str, str] | None = None) -> str:
+def limits_snippet(d: Deployment, backend_class: str, environment: dict[str, str] | None = None,
+                   partitions: dict[str, str] | None = None, site: str = "") -> str:
     """The limits snippet for a gateway whose backend is `backend_class` (import path): the
-    source of lunarhub/compute/gateway_limits.py with the deployment's values, then lunarhub_configure(c)."""
+    source of lunarhub/compute/gateway_limits.py with the deployment's values, then lunarhub_configure(c).
+    `partitions` (group -> Slurm partition at `site`): each cluster goes to its owner's group's
+    partition, and a user with none is refused (no account at the site)."""
     limits = {g: grp.dask.model_dump() for g, grp in sorted(d.groups.items()) if grp.dask}
     values = "\n".join([
         BEGIN_VALUES + " (from the deployment file) ---",
@@ -50,6 +53,8 @@ def limits_snippet(d: Deployment, backend_class: str, environment: dict[str, str
         f"EXTRA_ENVIRONMENT = {json.dumps(environment or {}, sort_keys=True)}",
         f"BACKEND_CLASS = {backend_class!r}",
         f"IDLE_TIMEOUT = {float(d.services.dask_gateway.idle_timeout_seconds)!r}",
+        f"GROUP_PARTITIONS = {json.dumps(partitions or {}, indent=4, sort_keys=True)}",
+        f"SITE = {site!r}",
         END_VALUES,
     ])
     source = resources.files("lunarhub.compute").joinpath(LIMITS_MODULE).read_text(encoding="utf-8")
@@ -168,20 +173,20 @@ HPC_TEMPLATE = '''\
 # dask-gateway-server config for the {scheduler} batch system at site {site!r}, rendered by
 # `lunarhub render hpc` from {source}. Run it at the site (next to the data) as a
 # service account allowed to submit jobs as users (sudo rules of dask-gateway's jobqueue
-# backends), and register it in the hub as an external service named "dask-gateway".
+# backends), and register it in the hub as an external service named "{service}".
 import os
 
 c.DaskGateway.backend_class = "{backend_class}"
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
 c.JupyterHubAuthenticator.jupyterhub_api_url = "{hub_api}"
 c.JupyterHubAuthenticator.jupyterhub_api_token = os.environ.get("JUPYTERHUB_API_TOKEN", "{token}")
-c.JupyterHubAuthenticator.jupyterhub_service_name = "dask-gateway"
+c.JupyterHubAuthenticator.jupyterhub_service_name = "{service}"
 
 # The state DB key is a Fernet key (openssl rand -base64 32).
-c.{backend}.db_url = "sqlite:////var/lib/dask-gateway/gateway.sqlite"
+c.{backend}.db_url = "sqlite:///{db_dir}/gateway.sqlite"
 c.{backend}.db_encrypt_keys = [{fernet}]
-c.Proxy.address = ":{proxy_port}"
-c.Proxy.tcp_address = ":{proxy_port}"
+c.Proxy.address = "{listen}:{proxy_port}"
+c.Proxy.tcp_address = "{listen}:{proxy_port}"
 c.Proxy.prefix = "{prefix}"
 
 c.{cluster_config}.scheduler_cmd = ["{venv}/bin/dask", "scheduler"]
@@ -192,14 +197,24 @@ c.{cluster_config}.staging_directory = "{{home}}/.dask-gateway/"
 
 
 def hpc_config(d: Deployment, scheduler: str, site: str | None = None, venv: str = "/opt/lunarhub/venv",
-               queue: str = "dask", account: str = "", with_secrets: bool = False) -> str:
-    """A dask-gateway-server Python config for Slurm or PBS at `site`."""
+               queue: str = "dask", account: str = "", with_secrets: bool = False, *,
+               service: str = gateway.SERVICE, token_name: str = "dask-gateway-api-token",
+               proxy_port: int | None = None, db_dir: str = "/var/lib/dask-gateway", listen: str = "",
+               commands: dict[str, str] | None = None, partitions: dict[str, str] | None = None,
+               environment: dict[str, str] | None = None) -> str:
+    """A dask-gateway-server Python config for Slurm or PBS at `site`.
+
+    `partitions` (group -> partition) replaces the one `queue`; `commands` (submit/cancel/status
+    -> path) the batch system's own commands; lunarhub.compute.site_gateway.rendered_config passes
+    what a local Slurm site runs."""
     if scheduler not in ("slurm", "pbs"):
         raise ValueError(f"unknown batch system {scheduler!r}: use slurm or pbs")
     site = site or next(iter(d.sites), "site")
     backend = "SlurmBackend" if scheduler == "slurm" else "PBSBackend"
     cluster_config = "SlurmClusterConfig" if scheduler == "slurm" else "PBSClusterConfig"
-    if scheduler == "slurm":
+    if scheduler == "slurm" and partitions:
+        queue_lines = "# The partition is chosen per cluster from its owner's groups (GROUP_PARTITIONS below).\n"
+    elif scheduler == "slurm":
         queue_lines = f'c.SlurmClusterConfig.partition = "{queue}"\n'
         if account:
             queue_lines += f'c.SlurmClusterConfig.account = "{account}"\n'
@@ -212,19 +227,24 @@ def hpc_config(d: Deployment, scheduler: str, site: str | None = None, venv: str
     env = {"LUNARHUB_SITE": site}
     if s is not None and s.data_dir:
         env["LUNARHUB_DATA_DIR"] = f"/data/lunarhub/{site}"
+    env.update(environment or {})
+    for what, path in sorted((commands or {}).items()):
+        queue_lines += f'c.{backend}.{what}_command = "{path}"\n'
+    if commands:
+        queue_lines += f'c.{backend}.dask_gateway_jobqueue_launcher = "{venv}/bin/dask-gateway-jobqueue-launcher"\n'
     backend_class = f"dask_gateway_server.backends.jobqueue.{scheduler}.{backend}"
     body = HPC_TEMPLATE.format(
         scheduler=scheduler, site=site, source=d.config_file or "the deployment",
         backend_class=backend_class,
         hub_api=f"{d.public_url}/hub/api",
-        token=_secret(d, "dask-gateway-api-token", with_secrets),
+        token=_secret(d, token_name, with_secrets), service=service, db_dir=db_dir, listen=listen,
         backend=backend, cluster_config=cluster_config,
         fernet=(repr(gateway.fernet_key(d)) if with_secrets
                 else 'os.environ["DASK_GATEWAY_ENCRYPT_KEYS"]'),
-        proxy_port=d.services.dask_gateway.scheduler_proxy_port,
-        prefix=gateway.PREFIX, venv=venv, queue_lines=queue_lines,
+        proxy_port=proxy_port or d.services.dask_gateway.scheduler_proxy_port,
+        prefix=f"/services/{service}", venv=venv, queue_lines=queue_lines,
     )
-    return body + "\n" + limits_snippet(d, backend_class, env)
+    return body + "\n" + limits_snippet(d, backend_class, env, partitions, site)
 
 
 # ---------------------------------------------------------------- CLI
@@ -241,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hpc", help="dask-gateway-server config for a Slurm/PBS site (Python)")
     h.add_argument("--scheduler", choices=["slurm", "pbs"], default="slurm")
     h.add_argument("--site", help="the data site the compute belongs to (default: the first)")
-    h.add_argument("--venv", default="/opt/lunarhub/venv", help="Python environment on the compute nodes")
-    h.add_argument("--queue", default="dask", help="Slurm partition / PBS queue")
+    h.add_argument("--venv", help="Python environment on the compute nodes (default: /opt/lunarhub/venv; "
+                                  "for a site whose compute is slurm here: exactly what `lunarhub up` runs)")
+    h.add_argument("--queue", help="Slurm partition / PBS queue (default: dask; a slurm site here: one per group)")
     h.add_argument("--account", default="")
     for sp in (k, h):
         sp.add_argument("-o", "--output", help="file to write (default: stdout)")
@@ -272,8 +293,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"lunarhub render: unknown site {args.site!r}; defined: {', '.join(d.sites) or 'none'}",
                   file=sys.stderr)
             return 2
-        text = hpc_config(d, args.scheduler, args.site, args.venv, args.queue, args.account,
-                          args.with_secrets)
+        from lunarhub.compute import site_gateway
+
+        site = args.site or next(iter(d.sites), None)
+        if (args.scheduler == "slurm" and site in site_gateway.sites(d) and args.venv is None
+                and args.queue is None and not args.account):
+            # What the local Slurm site runs, byte for byte (its epilogue aside: site_gateway).
+            text = site_gateway.rendered_config(d, site, args.with_secrets)
+        else:
+            text = hpc_config(d, args.scheduler, args.site, args.venv or "/opt/lunarhub/venv",
+                              args.queue or "dask", args.account, args.with_secrets)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)

@@ -33,8 +33,8 @@ from lunarhub.config.locations import DEFAULT_CONFIG, PACKAGE_ROOT
 __all__ = [
     "ACCOUNT_MARKER", "DEFAULT_CONFIG", "DEFAULT_PATHS", "NAME_RE", "RESERVED_NAMES", "account_refusal", "PACKAGE_ROOT", "Auth", "ConfigError", "CrossFieldErrors", "DaskGateway",
     "DashboardLimits", "Dashboards", "Deployment", "Group", "GroupLimits", "HubSettings", "IdleCuller", "Institution",
-    "LDAPAuth", "OAuthProvider", "PasswordAuth", "PathKey", "Paths", "Policy", "Problem", "Profile", "Role",
-    "Services", "Site", "Strict", "Texts", "User", "default_location", "load", "parse",
+    "LDAPAuth", "OAuthProvider", "PasswordAuth", "PathKey", "Paths", "Policy", "Problem", "Profile", "Project", "PROJECT_ACCOUNT_PREFIX", "PROJECT_HUB_PREFIX", "Role",
+    "Services", "Site", "SiteCompute", "Strict", "Texts", "User", "default_location", "load", "parse", "project_account", "project_hub_name",
 ]
 
 # POSIX portable user names, as adduser accepts them; also safe in URLs and paths.
@@ -98,6 +98,8 @@ class Role(StrEnum):
 
 
 Policy = Literal["open", "partners", "ru-only", "cn-only"]
+Language = Literal["en", "ru", "zh"]
+LANGUAGES: tuple[Language, ...] = ("en", "ru", "zh")
 
 
 class Texts(Strict):
@@ -168,6 +170,47 @@ class User(Strict):
                               examples=[["ru-science"]])
     full_name: str | None = Field(None, description="Shown on the hub's pages.")
     email: str | None = Field(None, description="Contact address (not used for login).")
+
+
+# A project is a hub user of this name (its server is what members open) running as the system
+# account of PROJECT_ACCOUNT_PREFIX + name; lunarhub.platform.projects maps one to the other.
+PROJECT_HUB_PREFIX = "project-"
+PROJECT_ACCOUNT_PREFIX = "lh-project-"
+# Linux account names are at most 32 characters, and the account carries the prefix.
+PROJECT_NAME_MAX = 32 - len(PROJECT_ACCOUNT_PREFIX)
+
+
+class Project(Strict):
+    """A joint project: one JupyterLab server its members share. It runs as the project's
+    own system account (`lh-project-<name>`, home = the project folder), is the hub user
+    `project-<name>` and reads the data sites with the project's own credentials: what every member
+    may read, plus `grants`. Members open it from their hub home page; real-time collaboration is on.
+    Membership changes take effect at the next hub restart (`lunarhub users` reloads the hub)."""
+
+    members: list[str] = Field(
+        min_length=1,
+        description="Users and/or groups (keys of `users` / `groups`) who may open the project server. "
+                    "A group counts with what membership of it alone gives, so who joins it later "
+                    "changes nothing about the project's data. Reviewer groups (no lab) may not be members.",
+        examples=[["ru-scientist", "cn-scientist"], ["ru-science", "cn-science"]],
+    )
+    description: Texts | None = Field(None, description="Shown with the project's link on members' hub home "
+                                                        "page, in the reader's language.")
+    grants: list[Policy] = Field(
+        default_factory=list,
+        description="Data policies given to the project beyond the intersection of its members' "
+                    "entitlements; each must be one at least one member may read (a grant never gives "
+                    "the project what none of its members has).",
+        examples=[["partners"]],
+    )
+
+    @field_validator("members")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        seen = [m for i, m in enumerate(value) if m in value[:i]]
+        if seen:
+            raise ValueError(f"{seen[0]!r} is listed twice")
+        return value
 
 
 class HubSettings(Strict):
@@ -264,7 +307,7 @@ class HubSettings(Strict):
     @property
     def origin(self) -> str:
         """The hub's origin as browsers reach it."""
-        if self.subdomain_host:
+        if isinstance(self.subdomain_host, str) and self.subdomain_host:
             return self.subdomain_host
         if self.subdomain_host is None:
             return f"http://localhost:{self.port}"
@@ -392,6 +435,39 @@ class Services(Strict):
     dashboards: Dashboards = Field(default_factory=Dashboards, description="Published Panel dashboards.")
 
 
+class SiteCompute(Strict):
+    """Where a site's dask clusters run (docs/scale-out.md §3). `local`: the hub's own gateway
+    (`services.dask_gateway`, what `Gateway()` reaches). `slurm`: a Slurm cluster at the site with
+    its own dask-gateway (dask-gateway's Slurm backend, jobs submitted as the user); on one machine
+    `lunarhub up` runs munged, slurmctld and slurmd for a local site, and `lunarhub render hpc
+    --site <name>` writes the same gateway configuration for the institute's real cluster."""
+
+    kind: Literal["local", "slurm"] = Field("local", description="`local`: clusters run on the hub's gateway; "
+                                                                 "`slurm`: on the site's Slurm cluster.")
+    gateway_port: int | None = Field(None, ge=1, le=65535, description="Port of the site gateway's hub service "
+                                     "(required for `slurm`); the hub serves it at `/services/dask-gateway-<site>`.")
+    scheduler_proxy_port: int | None = Field(None, ge=1, le=65535, description="Port of the site gateway's "
+                                             "scheduler proxy (required for `slurm`).")
+    slurmctld_port: int = Field(6817, ge=1, le=65535, description="Port of the site's slurmctld (`SlurmctldPort`).")
+    slurmd_port: int = Field(6818, ge=1, le=65535, description="Port of the site's slurmd (`SlurmdPort`).")
+    partitions: dict[str, str] | None = Field(
+        None,
+        description="Group -> Slurm partition: the groups with an account at the site, each partition "
+                    "carrying its group's `groups.<g>.dask` limits (memory per job). Default: every group "
+                    "with a `dask` block, in a partition named after it. A user none of whose groups is "
+                    "listed has no account at the site and is refused by its gateway.",
+        examples=[{"ru-science": "ru-science", "cn-science": "guests"}],
+    )
+    reserved_memory_gb: float = Field(2.0, ge=0, description="Memory of this machine left out of the one "
+                                                             "Slurm node (for the hub and the OS), in GB.")
+
+    @model_validator(mode="after")
+    def _ports(self) -> SiteCompute:
+        if self.kind == "slurm" and (self.gateway_port is None or self.scheduler_proxy_port is None):
+            raise ValueError("slurm compute needs 'gateway_port' and 'scheduler_proxy_port'")
+        return self
+
+
 class Site(Strict):
     """A national data site. `local` sites are started by `lunarhub up`; `remote`
     sites are an institute's own endpoint, only their URL is configured."""
@@ -407,6 +483,8 @@ class Site(Strict):
     embargo_until: str | None = Field(None, description="Date (YYYY-MM-DD) from which the site's own `<country>-only` "
                                                         "data open to everyone entitled to `partners`.",
                                       examples=["2026-01-01"])
+    compute: SiteCompute = Field(default_factory=SiteCompute,
+                                 description="Where the site's dask clusters run (`kind: local|slurm`).")
 
     @model_validator(mode="after")
     def _where(self) -> Site:
@@ -414,6 +492,9 @@ class Site(Strict):
             raise ValueError("a local site needs 'port' and 'data_dir'")
         if self.kind == "remote" and not self.url:
             raise ValueError("a remote site needs 'url'")
+        if self.kind == "remote" and self.compute.kind == "slurm":
+            raise ValueError("a remote site's Slurm cluster is the institute's own: keep compute.kind local "
+                             "here and deploy `lunarhub render hpc --site <name>` there")
         return self
 
 
@@ -466,6 +547,35 @@ class Paths(Strict):
         return value
 
 
+BACKUP_SCHEDULE_RE = re.compile(r"^(daily ([01]\d|2[0-3]):[0-5]\d|every [1-9]\d{0,3} (minutes|hours))$")
+
+
+class BackupPlan(Strict):
+    """Scheduled backups, run by the supervisor's `backup` program (`lunarhub backup --scheduled`;
+    docs/operations.md)."""
+
+    schedule: str = Field(description="When: `daily HH:MM` (local time), `every N hours` or `every N minutes`.",
+                          examples=["daily 02:00"])
+    dest: str | None = Field(None, description="Folder the backups go to (relative: to this file); default: "
+                                               "`<state_dir>-backups` beside the state dir.",
+                             examples=["/var/backups/lunarhub"])
+    keep: int = Field(7, ge=1, le=10_000, description="Backups kept in `dest`; older ones are removed after each run.")
+    homes: bool = Field(False, description="Include users' and projects' home folders (`lunarhub backup --homes`).")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if not BACKUP_SCHEDULE_RE.match(value):
+            raise ValueError(f"schedule {value!r}: use 'daily HH:MM', 'every N hours' or 'every N minutes'")
+        return value
+
+
+class Operations(Strict):
+    """What the operator's tools do on their own."""
+
+    backup: BackupPlan | None = Field(None, description="Scheduled backups; none: only `lunarhub backup` by hand.")
+
+
 def default_location(key: PathKey) -> Path:
     """Where the default deployment file has a `paths` entry: for code that runs without a
     deployment at hand (a kernel's `lunarhub catalog validate`, the data build, a doctor)."""
@@ -480,7 +590,7 @@ class Deployment(Strict):
     state_dir: str = Field("../.state", description="Hub database, secrets, logs, dashboards store.")
     secrets_dir: str | None = Field(None, description="Folder of generated secrets; default: "
                                                       "`<state_dir>/secrets`.")
-    languages: list[Literal["en", "ru", "zh"]] = Field(default_factory=lambda: ["en", "ru", "zh"],
+    languages: list[Language] = Field(default_factory=lambda: list(LANGUAGES),
                                                        description="Interface languages offered.")
     hub: HubSettings = Field(default_factory=HubSettings, description="The hub and its proxy.")
     auth: Auth = Field(default_factory=Auth, description="How users log in (docs/auth.md).")
@@ -488,12 +598,20 @@ class Deployment(Strict):
     groups: dict[str, Group] = Field(description="User groups, by name (lowercase letters, digits, '-').")
     users: dict[str, User] = Field(default_factory=dict, description="Hub users, by user name (lowercase "
                                                                      "letters, digits, '-').")
+    projects: dict[str, Project] = Field(
+        default_factory=dict,
+        description=f"Joint project servers, by project name (lowercase letters, digits, '-', at most "
+                    f"{PROJECT_NAME_MAX} characters); what a project server may read and expose: docs/security.md, "
+                    "\"Joint project servers\".",
+    )
     profiles: dict[str, Profile] = Field(default_factory=lambda: {"standard": Profile()},
                                          description="Resource profiles of user servers, by name.")
     services: Services = Field(default_factory=Services, description="Hub services.")
     sites: dict[str, Site] = Field(default_factory=dict, description="National data sites, by name "
                                                                      "(docs/data-sites.md).")
     paths: Paths = Field(default_factory=Paths, description="Files outside the Python package.")
+    operations: Operations = Field(default_factory=Operations, description="Scheduled operator tasks "
+                                                                           "(backups: docs/operations.md).")
 
     # Where the file was loaded from; relative paths in it resolve against it.
     _base_dir: Path = PrivateAttr(default=DEFAULT_CONFIG.parent)
@@ -507,6 +625,17 @@ class Deployment(Strict):
                 raise ValueError(
                     f"invalid name {name!r}: use lowercase letters, digits and '-', "
                     "starting with a letter, at most 31 characters"
+                )
+        return value
+
+    @field_validator("projects")
+    @classmethod
+    def _project_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not NAME_RE.match(name) or len(name) > PROJECT_NAME_MAX:
+                raise ValueError(
+                    f"invalid project name {name!r}: use lowercase letters, digits and '-', starting with a "
+                    f"letter, at most {PROJECT_NAME_MAX} characters (the account is {PROJECT_ACCOUNT_PREFIX}<name>)"
                 )
         return value
 
@@ -543,6 +672,12 @@ class Deployment(Strict):
         for sname, site in self.sites.items():
             if site.institution not in self.institutions:
                 problems.append((("sites", sname, "institution"), f"unknown institution {site.institution!r}"))
+            for gname in (site.compute.partitions or {}):
+                if gname not in self.groups:
+                    problems.append((("sites", sname, "compute", "partitions", gname), f"unknown group {gname!r}"))
+                elif self.groups[gname].dask is None:
+                    problems.append((("sites", sname, "compute", "partitions", gname),
+                                     f"group {gname!r} has no dask block (groups.{gname}.dask): it may not run clusters"))
         for iname, inst in self.institutions.items():
             if inst.site and inst.site not in self.sites:
                 problems.append((("institutions", iname, "site"), f"unknown site {inst.site!r}"))
@@ -557,10 +692,66 @@ class Deployment(Strict):
             raise CrossFieldErrors(problems)
         return self
 
+    @model_validator(mode="after")
+    def _projects(self) -> Deployment:
+        # Runs after _references: groups' institutions and roles are known to be sound here.
+        from lunarhub.data import entitlement  # the rules live there; it imports this module
+
+        problems: list[tuple[tuple[str, ...], str]] = []
+        hub_names = {project_hub_name(p): p for p in self.projects}
+        for pname, project in self.projects.items():
+            key = ("projects", pname)
+            for clash in (pname, project_hub_name(pname)):
+                if clash in self.users:
+                    problems.append((key, f"project {pname!r} clashes with user {clash!r}: a project's "
+                                          f"hub user is {project_hub_name(pname)!r}; rename one"))
+                elif clash in self.groups:
+                    problems.append((key, f"project {pname!r} clashes with group {clash!r}; rename one"))
+            for i, member in enumerate(project.members):
+                mkey = (*key, "members", str(i))
+                if member in hub_names:
+                    problems.append((mkey, f"{member!r} is a project: members are users and groups"))
+                elif member in self.groups:
+                    if self.groups[member].role is Role.reviewer:
+                        problems.append((mkey, f"group {member!r} has the reviewer role (dashboards only): "
+                                               "a project server runs code, so its members need a lab role"))
+                elif member in self.users:
+                    if self.user_roles(member) == {Role.reviewer}:
+                        problems.append((mkey, f"user {member!r} is only a reviewer (dashboards only): a "
+                                               "project server runs code, so its members need a lab role"))
+                else:
+                    problems.append((mkey, f"project member {member!r} is neither a user nor a group "
+                                           f"(users: {', '.join(sorted(self.users)) or 'none'}; groups: "
+                                           f"{', '.join(sorted(self.groups))})"))
+        if problems:
+            raise CrossFieldErrors(problems)
+        for pname, project in self.projects.items():
+            for i, policy in enumerate(project.grants):
+                holders = entitlement.members_holding(self, pname, policy)
+                if not holders:
+                    problems.append((("projects", pname, "grants", str(i)), (
+                        f"no member of project {pname!r} may read {policy!r} data on any site "
+                        f"({', '.join(project.members)}): a grant may only give what a member has")))
+        if problems:
+            raise CrossFieldErrors(problems)
+        return self
+
     # ---- derived views (read-only helpers other modules use) ----
 
+    def project_of(self, hub_user: str) -> str | None:
+        """The project whose hub user is `hub_user`, or None for anyone else."""
+        name = hub_user.removeprefix(PROJECT_HUB_PREFIX)
+        return name if hub_user.startswith(PROJECT_HUB_PREFIX) and name in self.projects else None
+
+    def project_members(self, project: str) -> list[str]:
+        """The users who may open `project`'s server now: its member users and the members of its groups."""
+        out: set[str] = set()
+        for member in self.projects[project].members:
+            out |= set(self.members(member)) if member in self.groups else ({member} & set(self.users))
+        return sorted(out)
+
     def _port_keys(self) -> list[tuple[tuple[str, ...], int]]:
-        out = [(("hub", "port"), self.hub.port), (("hub", "hub_port"), self.hub.hub_port),
+        out: list[tuple[tuple[str, ...], int]] = [(("hub", "port"), self.hub.port), (("hub", "hub_port"), self.hub.hub_port),
                (("hub", "proxy_api_port"), self.hub.proxy_api_port)]
         if self.services.dask_gateway.enabled:
             out.append((("services", "dask_gateway", "port"), self.services.dask_gateway.port))
@@ -571,6 +762,9 @@ class Deployment(Strict):
         for sname, site in self.sites.items():
             if site.kind == "local" and site.port:
                 out.append((("sites", sname, "port"), site.port))
+            if site.compute.kind == "slurm":
+                for key in ("gateway_port", "scheduler_proxy_port", "slurmctld_port", "slurmd_port"):
+                    out.append((("sites", sname, "compute", key), getattr(site.compute, key)))
         return out
 
     def ports(self) -> dict[str, int]:
@@ -639,6 +833,16 @@ class Deployment(Strict):
     def config_file(self) -> Path | None:
         return self._config_file
 
+
+
+def project_hub_name(project: str) -> str:
+    """The hub user whose server is `project`'s."""
+    return PROJECT_HUB_PREFIX + project
+
+
+def project_account(project: str) -> str:
+    """The system account `project`'s server runs as."""
+    return PROJECT_ACCOUNT_PREFIX + project
 
 
 def _line_index(text: str) -> dict[tuple[str, ...], int]:

@@ -66,7 +66,7 @@ def set_user(d: Deployment, name: str, groups: list[str], full_name: str | None 
     if not groups:
         raise ValueError(f"user {name!r}: give at least one group")
     overlay = _read_overlay(d)
-    entry = {"groups": groups}
+    entry: dict[str, str | list[str]] = {"groups": groups}
     if full_name:
         entry["full_name"] = full_name
     overlay["users"][name] = entry
@@ -81,6 +81,10 @@ def remove_user(d: Deployment, name: str) -> Deployment:
     # Not through effective(): a user it refuses (a reserved name added before) must be removable.
     if name in overlay["removed"] or (name not in d.users and name not in overlay["users"]):
         raise KeyError(f"unknown user {name!r}")
+    member_of = [p for p, project in d.projects.items() if name in project.members]
+    if member_of:
+        raise KeyError(f"user {name!r} is a member of project(s) {', '.join(member_of)}: remove them from "
+                       f"projects.<name>.members in {d.config_file or 'the deployment file'} first")
     overlay["users"].pop(name, None)
     if name in d.users and name not in overlay["removed"]:
         overlay["removed"].append(name)

@@ -202,7 +202,7 @@ class Store:
         return Dashboard(owner, slug, path, info, versions)
 
     def all(self, include_inactive: bool = False) -> list[Dashboard]:
-        out = []
+        out: list[Dashboard] = []
         if not self.root.exists():
             return out
         for owner_dir in sorted(self.root.iterdir()):
@@ -221,8 +221,14 @@ class Store:
     def publish(self, owner: str, slug: str, *, title: str, description: str, notebook: str,
                 files: dict[str, bytes], share_with: list[str], environment: dict[str, Any],
                 gid: int | None = None, now: float | None = None,
-                extra: dict[str, Any] | None = None, thumbnail: bytes | None = None) -> tuple[Version, bool]:
+                extra: dict[str, Any] | None = None, thumbnail: bytes | None = None,
+                lineage: list[dict[str, Any]] | None = None) -> tuple[Version, bool]:
         """Store a new version (or return the latest if the content is unchanged).
+
+        `lineage` (lunarhub.dashboards.lineage: the datasets the publish run read) is sealed
+        in the version's metadata: who may see a version is decided by what it read then, so
+        it can no more change than the files. The same files reading other data (a dataset
+        changed on its site) make a new version.
 
         Returns (version, created). The version is written to a temp dir and renamed
         into place, so a crash never leaves a half-written version behind. `thumbnail`
@@ -242,11 +248,13 @@ class Store:
         clean = {str(check_relpath(n)): b for n, b in files.items()}
         digest = content_hash(clean)
         existing = self.get(owner, slug)
-        info = dict(existing.info) if existing else {"created": now or time.time()}
+        info: dict[str, Any] = dict(existing.info) if existing else {"created": now or time.time()}
         info.update(title=title.strip(), description=description.strip(), share_with=list(share_with),
                     status="published", owner=owner, slug=slug, **(extra or {}))
         latest = existing.latest if existing else None
-        if latest and latest.meta["hash"] == digest and existing and existing.active:
+        lineage = list(lineage or [])
+        if (latest and latest.meta["hash"] == digest and existing and existing.active
+                and _read_the_same(latest.meta.get("lineage") or [], lineage)):
             self._write_json(path / "dashboard.json", info, gid)
             return latest, False
         number = 1 + max((int(m.group(1)) for c in (path.iterdir() if path.exists() else [])
@@ -254,7 +262,7 @@ class Store:
         meta = {
             "version": number, "hash": digest, "author": owner, "published": now or time.time(),
             "title": info["title"], "description": info["description"], "notebook": str(check_relpath(notebook)),
-            "files": sorted(clean), "environment": environment,
+            "files": sorted(clean), "environment": environment, "lineage": lineage,
         }
         self._ensure_dirs(path, gid)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path))
@@ -292,12 +300,24 @@ class Store:
         self._write_json(dash.path / "dashboard.json", dash.info, None)
         return dash
 
+    def update_info(self, owner: str, slug: str, **changes: Any) -> Dashboard:
+        """Change the mutable part (sharing, notices) of a dashboard; versions stay as they are."""
+        dash = self.get(owner, slug)
+        if dash is None:
+            raise StoreError(f"no dashboard {owner}/{slug}")
+        dash.info.update(changes)
+        target = dash.path / "dashboard.json"
+        # The publisher's group keeps reading it as it did (the file is replaced, not rewritten).
+        gid = target.stat().st_gid if os.geteuid() == 0 else None
+        self._write_json(target, dash.info, gid)
+        return dash
+
     def delete_version(self, owner: str, slug: str, number: int) -> None:
         """Drop a version's files; the metadata stays (marked deleted) so its number
         is never reused and comments keep pointing at a known version."""
         dash = self.get(owner, slug)
         v = dash.version(number) if dash else None
-        if v is None:
+        if dash is None or v is None:
             raise StoreError(f"no version {number} of {owner}/{slug}")
         for dirpath, _dirs, _files in os.walk(v.path):
             os.chmod(dirpath, 0o750)  # sealed read-only; unlock to remove
@@ -332,6 +352,14 @@ class Store:
             f"serve_snapshot(Path(__file__).resolve().parent.parent / 'v{number}', globals())\n",
             encoding="utf-8")
         _own(app, gid, 0o640)
+
+
+def _read_the_same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """Two lineages name the same data (which sources saw a read may differ run to run)."""
+    def key(lin: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return sorted((str(x.get("site")), str(x.get("path")), str(x.get("policy")),
+                       json.dumps(x.get("version") or {}, sort_keys=True)) for x in lin)
+    return key(a) == key(b)
 
 
 def _own(path: Path, gid: int | None, mode: int) -> None:

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import hashlib
+import io
+import json
 import os
 import threading
 import time
@@ -47,6 +50,9 @@ REQUIRED = ("title", "description", "site", "policy", "mission", "instrument", "
 DRIVERS = {"rasterio", "zarr", "netcdf", "csv"}
 CATALOG_DRIVERS = {"yaml_file_cat", "intake_catalog"}
 TIMEOUT = float(os.environ.get("LUNARHUB_SITE_TIMEOUT", "5"))
+# Set by a dashboard's publish validation (lunarhub.dashboards.publishing.validate): each
+# dataset the notebook reads is appended there as one JSON line, its lineage.
+LINEAGE_ENV = "LUNARHUB_LINEAGE_FILE"
 
 # GDAL: never list a remote "directory" to find sidecar files (saves requests, and
 # the sites answer 404 to listings anyway).
@@ -136,8 +142,9 @@ def _gdal_site_auth(site: SiteAccess) -> None:
         _gdal_auth_done.add(key)
 
 
-def _http_check(site: SiteAccess, href: str, what: str) -> None:
-    """Turn a site's answer into a clear error before a library hides it."""
+def _http_check(site: SiteAccess, href: str, what: str) -> requests.Response:
+    """Turn a site's answer into a clear error before a library hides it; the HEAD's answer
+    (its ETag, Last-Modified and size say which version of the file the site serves)."""
     try:
         r = requests.head(href, auth=site.auth, timeout=TIMEOUT)
     except requests.RequestException as exc:
@@ -157,6 +164,38 @@ def _http_check(site: SiteAccess, href: str, what: str) -> None:
         raise CatalogError(f"site {site.name}: {what} not found at {href}")
     if r.status_code >= 400:
         raise CatalogError(f"site {site.name}: HTTP {r.status_code} for {what} at {href}")
+    return r
+
+
+def record_lineage(entry: Entry, headers: Mapping[str, str] | None = None, sha256: str | None = None,
+                   environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """Append what `entry` read to the lineage file a publish validation named ($LUNARHUB_LINEAGE_FILE);
+    nothing outside a validation run. The gallery cross-checks these lines against the sites'
+    own logs, so they only add detail (entry, version), never decide alone what was read."""
+    target = (os.environ if environ is None else environ).get(LINEAGE_ENV)
+    if not target:
+        return None
+    site = entry.site
+    path = entry.href[len(site.url):].lstrip("/") if site and entry.remote and entry.href.startswith(site.url) \
+        else entry.href
+    h = headers or {}
+    size = h.get("Content-Length")
+    rec: dict[str, Any] = {
+        "site": entry.metadata.get("site") or (site.name if site else None), "entry": entry.name,
+        "path": path, "policy": entry.metadata.get("policy"),
+        "version": {k: v for k, v in (("etag", h.get("ETag")), ("last_modified", h.get("Last-Modified")),
+                                      ("size", int(size) if size and size.isdigit() else None),
+                                      ("sha256", sha256)) if v is not None},
+        "time": round(time.time(), 3), "source": "library",
+    }
+    # One write on an O_APPEND descriptor: dask threads reading at once never interleave lines.
+    line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return rec
 
 
 # ---------------------------------------------------------------- entries
@@ -190,15 +229,26 @@ class Entry:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "driver": self.driver, "href": self.href, "metadata": self.metadata}
 
-    def _check(self) -> None:
+    def _check(self) -> Mapping[str, str]:
         if self.remote and self.site is not None:
-            _http_check(self.site, self.href, f"{self.metadata.get('policy', '?')!r} dataset {self.name}")
-        elif not self.remote and not Path(self.href).exists():
+            return _http_check(self.site, self.href,
+                               f"{self.metadata.get('policy', '?')!r} dataset {self.name}").headers
+        if not self.remote and not Path(self.href).exists():
             raise CatalogError(f"{self.catalog_file}: entry {self.name}: file {self.href} does not exist")
+        return {}
 
     def read(self, **kwargs: Any) -> xr.DataArray | xr.Dataset | pd.DataFrame:
         """Lazy read: xarray (dask-backed) for rasters and cubes, pandas for tables."""
-        self._check()
+        headers = self._check()
+        if self.driver == "csv":
+            # A table is read whole: its sha256 names exactly the version read.
+            import pandas as pd
+
+            with self._fileobj() as f:
+                raw = f.read()
+            record_lineage(self, headers, "sha256:" + hashlib.sha256(raw).hexdigest())
+            return pd.read_csv(io.BytesIO(raw), **{**self.args.get("csv_kwargs", {}), **kwargs})
+        record_lineage(self, headers)
         if self.driver == "rasterio":
             return self._raster(**kwargs)
         if self.driver == "zarr":
@@ -211,11 +261,6 @@ class Entry:
             import xarray as xr
 
             return xr.open_dataset(self._fileobj(), engine="h5netcdf", chunks={}, **kwargs)
-        if self.driver == "csv":
-            import pandas as pd
-
-            with self._fileobj() as f:
-                return pd.read_csv(f, **{**self.args.get("csv_kwargs", {}), **kwargs})
         raise CatalogError(f"{self.catalog_file}: entry {self.name}: driver {self.driver!r} is not supported")
 
     to_dask = read

@@ -5,6 +5,11 @@ lunarhub.data.policy). Users are entitled through their groups; an audience (a g
 dashboard or a server is shared with) is entitled to what membership of that group alone
 gives, so sharing with a group never relies on who happens to be in it today.
 
+A joint project (`projects` in the deployment) reads as its own principal, the hub user
+`project-<name>`: what every one of its members may read (a group member counts with what the
+group alone gives), plus the project's explicit `grants`. So a project server never shows one
+institute's private data to the other's members.
+
 The site's nginx (lunarhub.data.sites), the gallery's share checks and the hub's lab-share
 checks all ask here, so they cannot disagree.
 """
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from lunarhub.config import Deployment, Role
+from lunarhub.config import Deployment, Role, project_hub_name
 from lunarhub.data.policy import POLICIES
 
 # Roles that count as an institute's own team for its embargoed data.
@@ -58,10 +63,12 @@ def group_policies(d: Deployment, group: str, site: str, today: date | None = No
 
 
 def user_policies(d: Deployment, username: str, site: str, today: date | None = None) -> set[str]:
-    """The policies `username` may read on `site`: the union over the user's groups."""
+    """The policies `username` may read on `site`: the union over the user's groups; for a
+    project's hub user (`project-<name>`) the project's policies (project_policies)."""
     user = d.users.get(username)
     if user is None:
-        return set()
+        project = d.project_of(username)
+        return project_policies(d, project, site, today) if project else set()
     out = {"open"}
     for g in user.groups:
         out |= group_policies(d, g, site, today)
@@ -89,3 +96,36 @@ def everything(d: Deployment, username: str, today: date | None = None) -> dict[
 def of_group(d: Deployment, group: str, today: date | None = None) -> dict[str, set[str]]:
     """site -> what membership of `group` gives there."""
     return {site: group_policies(d, group, site, today) for site in d.sites}
+
+
+def _member_policies(d: Deployment, member: str, site: str, today: date | None) -> set[str]:
+    if member in d.groups:
+        return group_policies(d, member, site, today)
+    return user_policies(d, member, site, today)
+
+
+def project_policies(d: Deployment, project: str, site: str, today: date | None = None) -> set[str]:
+    """What `project`'s server may read on `site`: the intersection over its members (each
+    with its own embargo dates applied, so embargoed data comes in only when every member
+    would read it) plus the project's `grants`."""
+    p = d.projects[project]
+    common: set[str] | None = None
+    for member in p.members:
+        mine = _member_policies(d, member, site, today)
+        common = mine if common is None else common & mine
+    out = (common or {"open"}) | {"open"} | {str(g) for g in p.grants}
+    return {pol for pol in POLICIES if pol in out}
+
+
+def members_holding(d: Deployment, project: str, policy: str, today: date | None = None) -> list[str]:
+    """The members of `project` who may read `policy` on at least one site (a grant needs one);
+    every member when the deployment has no sites (nothing to read, nothing to check)."""
+    if not d.sites:
+        return list(d.projects[project].members)
+    return [m for m in d.projects[project].members
+            if any(policy in _member_policies(d, m, site, today) for site in d.sites)]
+
+
+def principals(d: Deployment) -> list[str]:
+    """Everyone who reads the sites with credentials of their own: hub users and projects."""
+    return sorted(set(d.users) | {project_hub_name(p) for p in d.projects})

@@ -15,7 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from lunarhub.config import ACCOUNT_MARKER, Deployment, account_refusal
+from lunarhub.config import ACCOUNT_MARKER, Deployment, account_refusal, project_account
+from lunarhub.config.model import UID_MIN
 from lunarhub.platform import loopback
 
 SYSTEM_GROUP_PREFIX = "lh-"
@@ -69,6 +70,12 @@ def ensure_system_user(d: Deployment, username: str) -> pwd.struct_passwd:
         _run(["useradd", "--create-home", "--home-dir", str(home), "--shell", SHELL,
               "--comment", f"{ACCOUNT_MARKER} {username}", "--user-group", username])
         entry = pwd.getpwnam(username)
+    _private_home(entry)
+    loopback.admit_account(d, username)  # before its first server listens on anything
+    return entry
+
+
+def _private_home(entry: pwd.struct_passwd) -> None:
     home = Path(entry.pw_dir)
     home.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -83,8 +90,71 @@ def ensure_system_user(d: Deployment, username: str) -> pwd.struct_passwd:
         os.fchmod(fd, 0o700)
     finally:
         os.close(fd)
-    loopback.admit_account(d, username)  # before its first server listens on anything
+
+
+def project_account_marker(project: str) -> str:
+    """The comment of a project's account: the proof that lunarhub made it for that project."""
+    return f"lunarhub project {project}"
+
+
+def project_account_refusal(project: str) -> str | None:
+    """Why `project`'s account may not be used (None: absent, or lunarhub's own for it)."""
+    name = project_account(project)
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    if entry.pw_uid < UID_MIN:
+        return f"{name!r} is a system account on this host (uid {entry.pw_uid})"
+    if entry.pw_gecos.split(",")[0] != project_account_marker(project):
+        return (f"{name!r} exists on this host (uid {entry.pw_uid}) and lunarhub did not make it (its comment "
+                f"is {entry.pw_gecos.split(',')[0]!r}, not {project_account_marker(project)!r})")
+    return None
+
+
+def ensure_project_account(d: Deployment, project: str) -> pwd.struct_passwd:
+    """A project's own account (`lh-project-<name>`) on first use; its home, the project folder,
+    is closed to everyone else, the members' accounts included (they reach it through the
+    project server only). An existing account lunarhub did not make for this project is refused,
+    as for users (ensure_system_user), checked at every spawn."""
+    why = project_account_refusal(project)
+    if why:
+        raise AccountRefused(f"not starting the server of project {project!r}: {why}; rename the project "
+                             f"(projects.{project} in {d.config_file or 'the deployment file'}) or remove that account")
+    name = project_account(project)
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        home = Path(d.hub.home_root) / name
+        _run(["useradd", "--create-home", "--home-dir", str(home), "--shell", SHELL,
+              "--comment", project_account_marker(project), "--user-group", name])
+        entry = pwd.getpwnam(name)
+    _private_home(entry)
+    loopback.admit_account(d, name)
     return entry
+
+
+# Kernels talk over Unix sockets named <runtime dir>/kernel-<uuid>-ipc-<n> (at most 107 bytes):
+# under /home/lh-project-<name>/.local/share/jupyter/runtime that is too long, so a project's
+# server keeps its runtime files here instead (root's parent: no account can plant anything in it).
+PROJECT_RUNTIME_ROOT = Path("/run/lunarhub-projects")
+
+
+def project_runtime_dir(entry: pwd.struct_passwd) -> Path:
+    """`/run/lunarhub-projects/<uid>`: the project account's own (0700), for JUPYTER_RUNTIME_DIR."""
+    PROJECT_RUNTIME_ROOT.mkdir(mode=0o711, exist_ok=True)
+    root_fd = _open_dir_nofollow(PROJECT_RUNTIME_ROOT)
+    try:
+        st = os.fstat(root_fd)
+        if st.st_uid != 0:
+            raise RuntimeError(f"{PROJECT_RUNTIME_ROOT} is not root's (uid {st.st_uid}); refusing to use it")
+        os.fchmod(root_fd, 0o711)
+        fd = _own_subdir(root_fd, str(entry.pw_uid), entry.pw_uid, entry.pw_gid)
+        os.fchmod(fd, 0o700)
+        os.close(fd)
+    finally:
+        os.close(root_fd)
+    return PROJECT_RUNTIME_ROOT / str(entry.pw_uid)
 
 
 def _open_dir_nofollow(path: Path | str, dir_fd: int | None = None) -> int:

@@ -53,9 +53,16 @@ COMPONENTS: tuple[Component, ...] = (
     Component("sites", "lunarhub.data.sites", lambda d: bool(d.sites), environment=("credentials_for",)),
     Component("dask-gateway", "lunarhub.compute.gateway", lambda d: d.services.dask_gateway.enabled,
               services="hub_services", environment=("spawn_environment",)),
+    Component("site-gateways", "lunarhub.compute.site_gateway", lambda d: bool(site_gateway_sites(d)),
+              services="hub_services", environment=("spawn_environment",)),
     Component("dashboards", "lunarhub.dashboards", lambda d: d.services.dashboards.enabled,
               services="hub_services", environment=("spawn_environment",)),
 )
+
+
+def site_gateway_sites(d: Deployment) -> list[str]:
+    """Local sites whose compute is slurm (lunarhub.compute.slurm.sites, without importing it here)."""
+    return [n for n, s in d.sites.items() if s.kind == "local" and s.compute.kind == "slurm"]
 
 
 def enabled(d: Deployment) -> list[Component]:

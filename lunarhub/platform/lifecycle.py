@@ -27,6 +27,8 @@ class Started:
     ok: bool
     detail: str
     new_passwords: dict[str, str] = field(default_factory=dict)
+    # Parts that did not come up while the hub did (a site's Slurm cluster), each naming its log.
+    errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -123,6 +125,11 @@ def start(d: Deployment, timeout: float) -> Started:
         for name, site in d.sites.items():
             if site.kind == "local":
                 sites.prepare_site(d, name)
+    from lunarhub.compute import site_gateway, slurm
+
+    for site_name in slurm.sites(d):
+        slurm.prepare(d, site_name)
+        site_gateway.write_config(d, site_name)
     process.start(d)
     deadline = time.monotonic() + timeout
     ok, detail = health(d)
@@ -133,7 +140,13 @@ def start(d: Deployment, timeout: float) -> Started:
             break
         time.sleep(0.5)
         ok, detail = health(d)
-    return Started(ok, detail, new_passwords or {})
+    errors = []
+    for site_name in slurm.sites(d):
+        try:
+            slurm.wait_ready(d, site_name)
+        except slurm.SlurmError as exc:
+            errors.append(str(exc))
+    return Started(ok, detail, new_passwords or {}, errors)
 
 
 def stop_user_servers(d: Deployment, timeout: float = 90) -> int:
@@ -170,6 +183,10 @@ def stop_proxy(d: Deployment) -> None:
 
 def stop(d: Deployment) -> bool:
     """Stop the supervised programs and the proxy; False when nothing was running."""
+    from lunarhub.compute import slurm
+
+    for site in slurm.sites(d):
+        slurm.cancel_all(d, site)  # jobs outlive slurmd (their slurmstepd): end them first
     stopped = process.stop(d)
     stop_proxy(d)
     return stopped
@@ -203,6 +220,10 @@ def status(d: Deployment) -> list[Row] | None:
     if d.services.dashboards.enabled:
         # The gallery sends anonymous visitors to the hub's login: that answer means it serves.
         checks.append(("dashboards", f"{d.public_url}/services/dashboards/", {200, 302}))
+    from lunarhub.compute import site_gateway
+
+    for site in site_gateway.sites(d):
+        checks.append((f"dask gateway {site}", f"{d.public_url}{site_gateway.prefix(site)}/api/health", {200}))
     for label, url, good in checks:
         code: int | str
         try:
@@ -210,6 +231,12 @@ def status(d: Deployment) -> list[Row] | None:
         except requests.RequestException as exc:
             code = exc.__class__.__name__
         rows.append(Row(label, "healthy" if code in good else "UNHEALTHY", f"{url} -> {code}", code in good))
+    from lunarhub.compute import slurm
+
+    for site in slurm.sites(d):
+        ctld_ok, said = slurm.controller_state(d, site, timeout=3)
+        rows.append(Row(f"slurm {site}", "healthy" if ctld_ok else "UNHEALTHY",
+                        said if ctld_ok else f"{said}; see {slurm.log_path(d, site, 'slurmctld')}", ctld_ok))
     for name, site_ok, site_detail in site_health(d):
         rows.append(Row("site " + name, "healthy" if site_ok else "UNHEALTHY", site_detail, site_ok))
     if ok:

@@ -40,6 +40,9 @@ def check(d: Deployment, running: bool) -> list[tuple[str, str]]:
                              "from /usr/bin/python3"))
         if os.geteuid() == 0:
             problems += loopback.problems(d)
+    from lunarhub.compute import slurm
+
+    problems += slurm.problems(d)
     if d.secrets_dir:
         sp = d.secrets_path
         if not sp.exists():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pwd
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Bool, Unicode
+from traitlets import Bool, Unicode, default
 
 from lunarhub.platform import cgroups
 
@@ -41,6 +42,8 @@ class LunarLocalProcessSpawner(LocalProcessSpawner):
     log_dir = Unicode(help="Folder for per-server logs (owned by the hub)").tag(config=True)
     # Set by the hub's pre-spawn hook from hub.resource_limits, so a roster change needs no restart.
     enforce_limits = Bool(False, help="Run the server in its own cgroup with mem_limit and cpu_limit")
+    # Set by the pre-spawn hook for a joint project's hub user (lunarhub.platform.projects).
+    account = Unicode("", help="System account the server runs as; empty: the hub user's own name")
 
     _cgroup: cgroups.Group | None = None
     _oom_watch: asyncio.Task[None] | None = None
@@ -56,7 +59,18 @@ class LunarLocalProcessSpawner(LocalProcessSpawner):
         # The same for a server across hub restarts: stop and clean-up find it without saved state.
         return f"lunarhub-{self.hub.port}/{self._server_name()}"
 
+    @default("server_token_scopes")
+    def _token_scopes(self) -> Callable[[Any], list[str]]:
+        from lunarhub.dashboards.runtime_account import token_scopes
+
+        return token_scopes
+
     async def start(self):  # type: ignore[override]
+        if self.environment.get("LUNARHUB_DASHBOARD"):
+            from lunarhub.dashboards import runtime_account
+
+            # A published dashboard: its own account, snapshot copy and lineage-scoped credentials.
+            await asyncio.to_thread(runtime_account.prepare_spawner, self)
         path = self._log_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         logf = open(path, "ab", buffering=0)  # noqa: SIM115 - the child keeps it open
@@ -78,8 +92,15 @@ class LunarLocalProcessSpawner(LocalProcessSpawner):
         await self._wait_started(ip, port, path)
         return ip, port
 
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        if not self.account:
+            return super().user_env(env)  # type: ignore[no-any-return]
+        entry = pwd.getpwnam(self.account)
+        env.update(USER=entry.pw_name, HOME=entry.pw_dir, SHELL=entry.pw_shell)
+        return env
+
     def make_preexec_fn(self, name: str) -> Callable[[], None]:
-        drop = super().make_preexec_fn(name)
+        drop = super().make_preexec_fn(self.account or name)
         if self._cgroup is None:
             return drop
         files = self._cgroup.procs_files()

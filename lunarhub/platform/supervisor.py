@@ -58,7 +58,24 @@ def programs(d: Deployment) -> list[Program]:
     )]
     out += _site_programs(d, env)
     out += _gateway_programs(d, env)
+    if d.operations.backup is not None:
+        # The scheduled backups (lunarhub.operations.backup.run_scheduled); as root, like the CLI.
+        out.append(Program("backup", [str(VENV_BIN / "lunarhub"), "backup", "--scheduled"], d.state_path, env))
+    out += _slurm_programs(d, env)
     return out
+
+
+def _slurm_programs(d: Deployment, env: dict[str, str]) -> list[Program]:
+    """munged, slurmctld, slurmd and the dask-gateway of each site whose compute is slurm."""
+    from lunarhub.compute import site_gateway, slurm
+
+    progs = []
+    for site in slurm.sites(d):
+        for name, cmd in slurm.program_commands(d, site):
+            progs.append(Program(name, cmd, slurm.layout(d, site).root, env))
+        progs.append(Program(f"dask-gateway-{site}", site_gateway.command(d, site), site_gateway.workdir(d, site),
+                             env))
+    return progs
 
 
 def _site_programs(d: Deployment, env: dict[str, str]) -> list[Program]:

@@ -6,6 +6,7 @@ it; its `apply()` refuses to start on a release outside that range (versions.py)
 tests/unit/test_upstream.py holds its canary. pyproject.toml bounds the same packages.
 
 - jupyterhub_shares: group shares reach tokens (hub process)
+- jupyterhub_share_policy: a policy for the hub's own sharing API (hub process)
 - jupyterhub_dashboard_consent: no "Authorize access" page for dashboards (hub process)
 - dask_gateway_workdir: LocalBackend chowns "/" (gateway process)
 - dask_gateway_preexec: a per-process step before the child drops root (gateway process)

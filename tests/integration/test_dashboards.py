@@ -141,15 +141,19 @@ def test_publish_from_the_jupyterlab_launcher(published):
         ds.stop_server("cn-scientist")
 
 
-def test_dashboard_runs_as_publisher_behind_proxy(published):
+def test_dashboard_runs_as_its_own_account_behind_proxy(published):
+    from lunarhub.dashboards.runtime_account import account_name
+
     ds = published
     info = ds.request("GET", "/hub/api/users/cn-scientist", ds.admin_token()).json()
     pid = info["servers"]["dash-lola-explorer"]["state"]["pid"]
     proc = psutil.Process(pid)
-    assert proc.username() == "cn-scientist"
+    # Not the publisher: an account of the dashboard's own (tests/security/test_dashboard_account.py).
+    account = account_name("cn-scientist", "lola-explorer")
+    assert proc.username() == account
     assert "lunarhub.dashboards.server.launch" in " ".join(proc.cmdline())
     panel = [c for c in proc.children(recursive=True) if "lunarhub.dashboards.server.serve" in " ".join(c.cmdline())]
-    assert panel and all(c.username() == "cn-scientist" for c in panel)
+    assert panel and all(c.username() == account for c in panel)
 
 
 def test_hub_itself_refuses_a_share_outside_share_with(published):

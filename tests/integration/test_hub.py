@@ -157,31 +157,41 @@ def test_named_servers_are_enabled(stack):
 
 
 def test_sharing_limited_to_allowed_groups(stack):
+    """A lab goes only to an audience entitled to all its owner reads: here the owner's own team
+    (issue 13; the attacks on it are in tests/security/test_lab_shares.py)."""
     stack.start_server("ru-scientist")
     tok = stack.token("ru-scientist")
-    ok = stack.request("POST", "/hub/api/shares/ru-scientist/", tok, json={"group": "cn-science"})
-    assert ok.status_code == 200, ok.text
-    # cn-scientist now reaches ru-scientist's server (a token made after the share:
-    # the hub snapshots a new token's scopes, then intersects them with current rights).
-    cn = stack.token("cn-scientist")
-    assert stack.request("GET", "/user/ru-scientist/api/status", cn).status_code == 200
+    # The partner institute may be named (groups.ru-science.share_with) but lacks ru-only data.
+    refused = stack.request("POST", "/hub/api/shares/ru-scientist/", tok, json={"group": "cn-science"})
+    assert refused.status_code == 403
+    assert "ru-only data on sites cn and ru, which cn-science may not read" in refused.json()["message"]
     refused = stack.request("POST", "/hub/api/shares/ru-scientist/", tok, json={"group": "students"})
     assert refused.status_code == 403
     assert "read:groups:name" in refused.json()["message"]
-    revoke = stack.request("PATCH", "/hub/api/shares/ru-scientist/", tok,
-                           json={"group": "cn-science", "scopes": []})
-    assert revoke.status_code in (200, 204), revoke.text
-    r = stack.request("DELETE", "/hub/api/shares/ru-scientist/", tok)
-    assert r.status_code in (200, 204), r.text
-    # The server's token cache is short (hub.token_cache_seconds): revocation shows within seconds.
-    deadline = time.monotonic() + 20
-    code = None
-    while time.monotonic() < deadline:
-        code = stack.request("GET", "/user/ru-scientist/api/status", cn).status_code
-        if code in (403, 302):
-            break
-        time.sleep(1)
-    assert code in (403, 302), f"revoked share still works after 20 s ({code})"
+    stack.cli("users", "add", "ru-colleague", "--groups", "ru-science")
+    try:
+        ok = stack.request("POST", "/hub/api/shares/ru-scientist/", tok, json={"group": "ru-science"})
+        assert ok.status_code == 200, ok.text
+        # The colleague now reaches ru-scientist's server (a token made after the share:
+        # the hub snapshots a new token's scopes, then intersects them with current rights).
+        colleague = stack.token("ru-colleague")
+        assert stack.request("GET", "/user/ru-scientist/api/status", colleague).status_code == 200
+        revoke = stack.request("PATCH", "/hub/api/shares/ru-scientist/", tok,
+                               json={"group": "ru-science", "scopes": []})
+        assert revoke.status_code in (200, 204), revoke.text
+        r = stack.request("DELETE", "/hub/api/shares/ru-scientist/", tok)
+        assert r.status_code in (200, 204), r.text
+        # The server's token cache is short (hub.token_cache_seconds): revocation shows within seconds.
+        deadline = time.monotonic() + 20
+        code = None
+        while time.monotonic() < deadline:
+            code = stack.request("GET", "/user/ru-scientist/api/status", colleague).status_code
+            if code in (403, 302):
+                break
+            time.sleep(1)
+        assert code in (403, 302), f"revoked share still works after 20 s ({code})"
+    finally:
+        stack.cli("users", "remove", "ru-colleague", check=False)
 
 
 def test_lab_has_collaboration_and_language_packs(stack):

@@ -46,6 +46,13 @@ def deployment_dict(state_dir: Path, ready_sessions: int = 4, **services: bool) 
         if site.get("kind", "local") == "local":
             site["port"] = free_port()
             site["data_dir"] = str((ROOT / "hub" / site["data_dir"]).resolve())
+        compute = site.get("compute") or {}
+        if compute.get("kind") == "slurm" and not services.get("slurm", False):
+            # A Slurm site costs three daemons: only the tests that ask for it (slurm=True) run them.
+            site["compute"] = {"kind": "local"}
+        elif compute.get("kind") == "slurm":
+            for key in ("gateway_port", "scheduler_proxy_port", "slurmctld_port", "slurmd_port"):
+                compute[key] = free_port()
     return data
 
 

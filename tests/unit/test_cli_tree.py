@@ -69,8 +69,8 @@ def test_help_groups_operator_and_in_server_commands(capsys: pytest.CaptureFixtu
     def listed(part: str) -> set[str]:
         return {m.group(1) for m in re.finditer(r"^  (\S+)  ", part, re.M)}
 
-    assert {"up", "down", "status", "config", "users", "token", "passwords", "catalog", "render",
-            "course"} == listed(operator)
+    assert {"up", "down", "status", "config", "users", "token", "passwords", "audit", "backup", "restore",
+            "catalog", "render", "course"} == listed(operator)
     assert {"publish", "unpublish", "dashboards", "doctor"} == listed(in_server)
     commands = {path[0] for path, _ in _commands(cli.build_parser()) if len(path) == 1}
     assert commands == listed(operator) | listed(in_server)

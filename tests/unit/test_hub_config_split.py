@@ -9,7 +9,7 @@ import yaml
 from traitlets.config import Config
 
 from lunarhub import config
-from lunarhub.platform import hub
+from lunarhub.platform import hub, projects
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +26,7 @@ OWNS = {
                                    ("Authenticator", "admin_users"),
                                    ("LunarPasswordAuthenticator", "deployment_file")},
     hub.configure_rbac: {("JupyterHub", "load_groups"), ("JupyterHub", "load_roles")},
+    projects.configure_projects: {("JupyterHub", "load_roles")},
     hub.configure_services: {("JupyterHub", "services"), ("JupyterHub", "load_roles")},
     hub.configure_spawner: {("JupyterHub", "spawner_class"), ("LunarSingleAccountSpawner", "home_dir_template"),
                             ("LunarSingleAccountSpawner", "log_dir")}
@@ -70,7 +71,7 @@ def test_services_roles_follow_the_users_roles(deployment) -> None:
     c = Config()
     hub.configure(c, deployment)
     _, service_roles = hub.services(deployment)
-    assert c.JupyterHub.load_roles == hub.roles(deployment) + service_roles
+    assert c.JupyterHub.load_roles == hub.roles(deployment) + projects.roles(deployment) + service_roles
     assert c.JupyterHub.load_groups == hub.load_groups(deployment)
 
 

@@ -5,6 +5,7 @@ lunarhub's side still works; plus the version guard every `apply()` runs first."
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import os
 import re
@@ -24,6 +25,7 @@ from lunarhub.upstream import (
     dask_gateway_preexec,
     dask_gateway_workdir,
     jupyterhub_dashboard_consent,
+    jupyterhub_share_policy,
     jupyterhub_shares,
     panel_page_html,
     versions,
@@ -42,7 +44,8 @@ def test_apply_refuses_a_release_outside_its_range(module, monkeypatch: pytest.M
     distribution, spec = next(iter(module.RANGES.items()))
     monkeypatch.setattr(versions, "installed", lambda d: Version("99.0") if d == distribution
                         else Version(versions.metadata.version(d)))
-    args = {bokeh_session_hooks: (lambda app: None, None), panel_page_html: (lambda html: html,)}.get(module, ())
+    args = {bokeh_session_hooks: (lambda app: None, None), panel_page_html: (lambda html: html,),
+            jupyterhub_share_policy: (lambda req: None, lambda event, req, reason: None)}.get(module, ())
     with pytest.raises(versions.UnsupportedUpstreamVersion) as info:
         module.apply(*args)
     message = str(info.value)
@@ -170,6 +173,49 @@ def test_dashboard_consent_only_skips_dashboard_servers() -> None:
     # A user called "x-dash-y" with a server "lab" is not a dashboard.
     assert not jupyterhub_dashboard_consent.is_dashboard_client(client("lab", "jupyterhub-user-x-dash-y"))
     assert not jupyterhub_dashboard_consent.is_dashboard_client(SimpleNamespace(identifier="service-x"))
+
+
+# ---------------------------------------------------------------- jupyterhub: share policy
+
+
+def test_jupyterhub_still_has_no_share_policy_hook() -> None:
+    """A sharing setting in a new release may be the hook to use instead of ours."""
+    from jupyterhub.app import JupyterHub
+
+    assert not [t for t in JupyterHub.class_trait_names() if "shar" in t.lower()], "review jupyterhub_share_policy"
+
+
+def test_shares_and_share_codes_are_made_only_where_we_hook() -> None:
+    import jupyterhub
+
+    package = Path(jupyterhub.__file__).parent
+    makers = {}
+    for path in package.rglob("*.py"):
+        rel = str(path.relative_to(package))
+        if rel.startswith("tests") or "alembic" in rel:
+            continue
+        text = path.read_text("utf-8")
+        for pattern in (r"\bShare\.grant\(", r"\bShareCode\.new\(", r"\b(orm\.)?Share(Code)?\(\s*\w+="):
+            for _ in re.finditer(pattern, text):
+                makers.setdefault(rel, set()).add(pattern)
+    # The API handler and ShareCode.exchange call grant; the handler calls new; the rows are
+    # built inside grant and new themselves (as `cls(...)`), nowhere else.
+    assert set(makers) == {"apihandlers/shares.py", "orm.py"}, makers
+    from jupyterhub import orm
+
+    assert "Share.grant(" in inspect.getsource(orm.ShareCode.exchange)
+
+
+def test_share_policy_targets_keep_their_signatures() -> None:
+    from jupyterhub import orm
+
+    for module, cls, attr in jupyterhub_share_policy.TARGETS:
+        owner = getattr(importlib.import_module(module), cls)
+        assert attr in owner.__dict__, f"{module}.{cls}.{attr} moved"
+    assert list(inspect.signature(orm.Share.grant).parameters) == ["db", "spawner", "share_with", "scopes"]
+    assert list(inspect.signature(orm.Share.revoke).parameters) == ["db", "spawner", "share_with", "scopes"]
+    assert list(inspect.signature(orm.ShareCode.new).parameters) == ["db", "spawner", "scopes", "expires_in",
+                                                                    "kwargs"]
 
 
 # ---------------------------------------------------------------- dask-gateway-server: working directory

@@ -14,6 +14,7 @@ from typing import Any
 from tornado import ioloop, web
 
 from lunarhub.config import Deployment
+from lunarhub.dashboards import lineage as lineage_mod
 from lunarhub.dashboards.gallery import limits, policy
 from lunarhub.dashboards.gallery.base import Base, deployment
 from lunarhub.dashboards.publishing import thumbnail
@@ -26,6 +27,7 @@ from lunarhub.dashboards.store import (
     content_hash,
     slugify,
 )
+from lunarhub.platform import audit
 from lunarhub.platform.hubclient import HubError
 
 log = logging.getLogger("lunarhub.dashboards")
@@ -56,7 +58,24 @@ def describe(d: Deployment, dash: Dashboard, v: Version, prefix: str) -> dict[st
             "url": f"{d.server_url(dash.owner, dash.server)}v{v.version}",
             "gallery_url": f"{d.public_url}{prefix}d/{dash.owner}/{dash.slug}/v{v.version}",
             "versions": [x.version for x in dash.versions], "thumbnail": v.thumbnail is not None,
-            "share_groups": dash.info.get("share_groups", []), "share_users": dash.info.get("share_users", [])}
+            "share_groups": dash.info.get("share_groups", []), "share_users": dash.info.get("share_users", []),
+            "lineage": [{k: ds.get(k) for k in ("site", "entry", "path", "policy", "embargo_until", "version")}
+                        for ds in v.meta.get("lineage") or []],
+            "notices": dash.info.get("notices", [])}
+
+
+def record_shares(d: Deployment, dash: Dashboard, before: tuple[list[str], list[str]], by: str) -> None:
+    """share-created for each audience the dashboard gained."""
+    for kind, key, old in (("group", "share_groups", before[0]), ("user", "share_users", before[1])):
+        for name in sorted(set(dash.info.get(key, [])) - set(old)):
+            audit.record(d, "dashboards", "share-created", owner=dash.owner, slug=dash.slug, by=by,
+                         audience_kind=kind, audience=name)
+
+
+def refuse_share(d: Deployment, owner: str, slug: str, groups: list[str], users: list[str], by: str,
+                 exc: Exception) -> None:
+    audit.record(d, "dashboards", "share-refused", owner=owner, slug=slug, by=by, groups=groups, users=users,
+                 reason=str(exc))
 
 
 class ListApi(ApiBase):
@@ -68,7 +87,7 @@ class ListApi(ApiBase):
         groups = await self.groups_of(self.username)
         mine = self.get_query_argument("mine", "") == "1"
         out = [describe(d, x, x.latest, self.prefix) for x in self.store.all() if x.latest and (
-            x.owner == self.username or (not mine and policy.may_view(d, x.info, self.username, groups)))]
+            x.owner == self.username or (not mine and policy.may_view_dashboard(d, x, self.username, groups)))]
         self.finish({"dashboards": out})
 
     @web.authenticated
@@ -79,11 +98,18 @@ class ListApi(ApiBase):
         owner = self.username
         data = self.body()
         d = deployment()
+        slug, groups, users = "", [], []
         try:
             title = str(data.get("title") or "").strip()
             slug = check_slug(data["slug"]) if data.get("slug") else slugify(title)
             groups, users = policy.parse_targets(d, list(data.get("share_with") or []))
             policy.check_share(d, owner, groups, users)
+            claimed = data.get("lineage") or []
+            run = data.get("run") if isinstance(data.get("run"), dict) else {}
+            if not isinstance(claimed, list):
+                raise ValueError("lineage must be a list of datasets")
+            lineage = lineage_mod.establish(d, owner, slug, claimed, run.get("started"), run.get("finished"))
+            lineage_mod.check_audience(d, lineage, groups, users)
             description = str(data.get("description") or "")
             limits.check_texts(d, title, description)
             files = {name: base64.b64decode(content, validate=True)
@@ -96,21 +122,47 @@ class ListApi(ApiBase):
             limits.check_publish(d, self.store, owner, slug, files, new_version=changed)
         except limits.LimitExceeded as exc:
             return self.json_error(exc.status, str(exc))
-        except (policy.ShareRefused, StoreError) as exc:
-            return self.json_error(403 if isinstance(exc, policy.ShareRefused) else 400, str(exc))
+        except policy.ShareRefused as exc:
+            refuse_share(d, owner, slug, groups, users, owner, exc)
+            return self.json_error(403, str(exc))
+        except StoreError as exc:
+            return self.json_error(400, str(exc))
         except (binascii.Error, TypeError, ValueError) as exc:
-            return self.json_error(400, f"bad files: {exc}")
+            return self.json_error(400, f"bad request: {exc}")
+        # What the publisher's own run says (and the sites logged) refused above, before the
+        # slower run the gallery makes itself, which the publisher cannot forge.
+        try:
+            trusted, trusted_error = await ioloop.IOLoop.current().run_in_executor(
+                None, lineage_mod.trusted_run_reads, d, owner, slug, str(data.get("notebook") or ""), files)
+        except StoreError as exc:
+            return self.json_error(400, str(exc))
+        lineage = lineage_mod.establish(d, owner, slug, claimed, run.get("started"), run.get("finished"),
+                                        trusted=trusted)
+        try:
+            lineage_mod.check_audience(d, lineage, groups, users)
+        except policy.ShareRefused as exc:
+            refuse_share(d, owner, slug, groups, users, owner, exc)
+            return self.json_error(403, str(exc))
         thumb, refused = self.checked_thumbnail(owner, slug, data.get("thumbnail"))
+        before = self.store.get(owner, slug)
+        shared_before = ((before.info.get("share_groups", []), before.info.get("share_users", []))
+                         if before and before.active else ([], []))
         try:
             version, created = self.store.publish(
                 owner, slug, title=title, description=description,
                 notebook=str(data.get("notebook") or ""), files=files, share_with=groups + users,
                 environment=dict(data.get("environment") or {}), gid=_gid(d, owner),
-                extra={"share_groups": groups, "share_users": users}, thumbnail=thumb)
+                extra={"share_groups": groups, "share_users": users, "notices": []}, thumbnail=thumb,
+                lineage=lineage)
         except StoreError as exc:
             return self.json_error(400, str(exc))
         dash = self.store.get(owner, slug)
         assert dash is not None
+        if created:
+            audit.record(d, "dashboards", "lineage", owner=owner, slug=slug, version=version.version,
+                         datasets=[{k: ds.get(k) for k in ("site", "entry", "path", "policy", "sources")}
+                                   for ds in lineage], trusted_run_error=trusted_error)
+        record_shares(d, dash, shared_before, owner)
         try:
             await self.servers.deploy(d, dash, restart=created)
         except HubError as exc:
@@ -167,10 +219,48 @@ class DashboardApi(ApiBase):
         # and then answers 403). The server itself stops a little later, which also closes
         # open Bokeh websockets; stopped at once, its URL would fall through to the
         # owner's lab (404) and a reviewer would not be told plainly that access ended.
-        delay = deployment().hub.token_cache_seconds + 5
+        d = deployment()
+        delay = d.hub.token_cache_seconds + 5
         ioloop.IOLoop.current().call_later(delay, self.servers.remove_unless_republished, self.store, owner,
-                                           dash.server)
+                                           dash.server, d)
         self.finish({"unpublished": f"{owner}/{slug}", "server_stops_in": delay})
+
+
+class SharesApi(ApiBase):
+    """PUT {"share_with": [...]}: who a published dashboard is shared with, checked as at publish
+    (the deployment's share_with and every dataset its versions read)."""
+
+    @web.authenticated
+    async def put(self, owner: str, slug: str) -> None:
+        if owner != self.username:
+            return self.json_error(403, "only the author changes who a dashboard is shared with")
+        d = deployment()
+        try:
+            dash = self.store.get(owner, slug)
+        except StoreError as exc:
+            return self.json_error(400, str(exc))
+        if dash is None or not dash.active or dash.latest is None:
+            return self.json_error(404, f"no dashboard {owner}/{slug}")
+        groups: list[str] = []
+        users: list[str] = []
+        try:
+            groups, users = policy.parse_targets(d, list(self.body().get("share_with") or []))
+            policy.check_share(d, owner, groups, users)
+            lineage_mod.check_audience(d, lineage_mod.current(d, lineage_mod.dashboard_lineage(dash)),
+                                       groups, users)
+        except policy.ShareRefused as exc:
+            refuse_share(d, owner, slug, groups, users, owner, exc)
+            return self.json_error(403, str(exc))
+        before = (dash.info.get("share_groups", []), dash.info.get("share_users", []))
+        dash = self.store.update_info(owner, slug, share_groups=groups, share_users=users,
+                                      share_with=groups + users)
+        try:
+            async with self.servers.as_publisher(owner) as token:
+                await self.servers.sync_shares(dash, token)
+        except HubError as exc:
+            return self.json_error(403 if exc.status == 403 else 502, f"the hub refused: {exc}")
+        record_shares(d, dash, before, owner)
+        self.finish(describe(d, dash, dash.latest, self.prefix))
 
 
 class LimitsApi(ApiBase):

@@ -61,7 +61,7 @@ class Base(HubOAuthenticated, web.RequestHandler):
             return False
         if dash.owner == self.username:
             return True
-        return policy.may_view(deployment(), dash.info, self.username, await self.groups_of(self.username))
+        return policy.may_view_dashboard(deployment(), dash, self.username, await self.groups_of(self.username))
 
     def json_error(self, status: int, message: str) -> None:
         self.set_status(status)

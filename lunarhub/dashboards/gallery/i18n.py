@@ -37,6 +37,22 @@ TEXTS: dict[str, dict[str, str]] = {
     "shared_with": {"en": "Shared with", "ru": "Доступ", "zh": "共享对象"},
     "latest": {"en": "latest", "ru": "последняя", "zh": "最新"},
     "thumb_alt": {"en": "Preview of the dashboard", "ru": "Превью дашборда", "zh": "仪表板预览"},
+    "data_used": {"en": "Data used", "ru": "Использованные данные", "zh": "使用的数据"},
+    "no_data_used": {"en": "This version read no data from the data sites.",
+                     "ru": "Эта версия не читала данных с сайтов данных.", "zh": "此版本未从数据站点读取数据。"},
+    "dataset": {"en": "Dataset", "ru": "Набор данных", "zh": "数据集"},
+    "site": {"en": "Site", "ru": "Сайт", "zh": "站点"},
+    "policy": {"en": "Policy", "ru": "Политика доступа", "zh": "访问策略"},
+    "embargo": {"en": "Embargo until", "ru": "Эмбарго до", "zh": "禁运截止"},
+    "no_embargo": {"en": "none", "ru": "нет", "zh": "无"},
+    "checksum": {"en": "Checksum / version", "ru": "Контрольная сумма / версия", "zh": "校验和/版本"},
+    "citation": {"en": "Citation", "ru": "Ссылка", "zh": "引用"},
+    "license": {"en": "License", "ru": "Лицензия", "zh": "许可"},
+    "seen_by": {"en": "Seen by", "ru": "Кем замечено", "zh": "记录来源"},
+    "share_revoked": {"en": "Sharing was revoked for", "ru": "Доступ отозван для", "zh": "已撤销共享："},
+    "revoked_because": {"en": "it is no longer entitled to", "ru": "у них больше нет права на",
+                        "zh": "其已无权访问"},
+    "embargoed_until": {"en": "embargoed until", "ru": "под эмбарго до", "zh": "禁运至"},
 }
 
 

@@ -20,6 +20,7 @@ from lunarhub.dashboards.gallery import i18n, limits, policy
 from lunarhub.dashboards.gallery.base import Base, deployment
 from lunarhub.dashboards.publishing import thumbnail
 from lunarhub.dashboards.store import Dashboard, StoreError, Version, server_name
+from lunarhub.platform import audit
 from lunarhub.platform.spawner import log_tail
 
 LANGUAGES = (("en", "English"), ("ru", "Русский"), ("zh", "中文"))
@@ -66,6 +67,38 @@ class Page(Base):
         }
 
 
+def text_in(value: Any, lang: str) -> str:
+    """A catalog text: a {en, ru, zh} mapping, a list (citations), or a plain string."""
+    if isinstance(value, dict):
+        return str(value.get(lang) or value.get("en") or "")
+    if isinstance(value, list):
+        return " ".join(str(x) for x in value)
+    return "" if value is None else str(value)
+
+
+def data_used(v: Version, lang: str) -> list[dict[str, Any]]:
+    """The version's lineage as the page lists it (what was sealed at publish)."""
+    out = []
+    for ds in v.meta.get("lineage") or []:
+        ver = ds.get("version") or {}
+        checksum = ver.get("sha256") or ver.get("etag") or ""
+        if ver.get("size") is not None:
+            checksum = f"{checksum} ({ver['size']} B)".strip()
+        out.append({"entry": ds.get("entry") or ds.get("path"), "title": text_in(ds.get("title"), lang),
+                    "path": ds.get("path"), "site": ds.get("site"), "policy": ds.get("policy"),
+                    "embargo_until": ds.get("embargo_until"), "checksum": checksum,
+                    "citation": text_in(ds.get("citation"), lang), "license": text_in(ds.get("license"), lang),
+                    "sources": ", ".join(ds.get("sources") or [])})
+    return out
+
+
+def notices(dash: Dashboard, username: str) -> list[dict[str, Any]]:
+    """Why shares were revoked: to the author only (it names the audience and the data)."""
+    if username != dash.owner:
+        return []
+    return [n for n in dash.info.get("notices", []) if n.get("kind") == "share-revoked"]
+
+
 def institute(d: Deployment, owner: str, lang: str) -> str:
     user = d.users.get(owner)
     for g in user.groups if user else []:
@@ -87,7 +120,7 @@ class GalleryHandler(Page):
         d = deployment()
         groups = await self.groups_of(self.username)
         dashes = [x for x in self.store.all()
-                  if x.owner == self.username or policy.may_view(d, x.info, self.username, groups)]
+                  if x.owner == self.username or policy.may_view_dashboard(d, x, self.username, groups)]
         dashes.sort(key=lambda x: x.latest.published if x.latest else 0, reverse=True)
         cards = []
         for dash in dashes:
@@ -97,6 +130,7 @@ class GalleryHandler(Page):
                 **self.summary(d, dash, v, dash.title, lang),
                 "description": dash.info.get("description", ""),
                 "others": [(self.url("d", o), o.version) for o in reversed(dash.versions[:-1])],
+                "notices": notices(dash, self.username),
             })
         self.render_page("gallery.html", lang, i18n.t("gallery", lang), cards=cards)
 
@@ -130,6 +164,7 @@ class VersionHandler(Page):
             "python": env.get("python", "?"),
             "packages": ", ".join(f"{k} {val}" for k, val in sorted(env.get("packages", {}).items())),
             "others": [(self.url("d", o), o.version) for o in dash.versions if o is not v],
+            "data_used": data_used(v, lang), "notices": notices(dash, self.username),
         }
         self.render_page("version.html", lang, dash.title, v=version,
                          comments=self.comments.list(owner, slug, v.version),
@@ -182,6 +217,8 @@ class OpenHandler(Page):
         if not await self.visible(dash) or dash is None or not dash.version(int(number)):
             return self.not_found(lang)
         server = server_name(slug)
+        audit.record(deployment(), "dashboards", "opened", viewer=self.username, owner=owner, slug=slug,
+                     version=int(number))
         state = await self.servers.open(owner, server, retry=bool(self.get_query_argument("retry", "")))
         if state == "ready":
             # The publisher's own origin (hub.subdomain_host): its page cannot act as the reviewer.

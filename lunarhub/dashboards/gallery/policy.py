@@ -7,6 +7,8 @@ reason the publisher can act on, before anything is stored or started.
 
 from __future__ import annotations
 
+from typing import Any
+
 from lunarhub.config import Deployment, Role
 
 # Groups whose members get a lab (and so may publish): same set as hub.LAB_ROLES.
@@ -80,3 +82,17 @@ def may_view(d: Deployment, info: dict, username: str, user_groups: list[str]) -
         return True
     targets = info.get("share_groups", []), info.get("share_users", [])
     return bool(set(targets[0]) & set(user_groups)) or username in targets[1]
+
+
+def may_view_dashboard(d: Deployment, dash: Any, username: str, user_groups: list[str]) -> bool:
+    """may_view, counting only the shares the dashboard's lineage still allows today: between an
+    edit that tightens a policy and the re-check revoking the share, the gallery (pages,
+    thumbnails, JSON API, comments) already answers 404."""
+    from lunarhub.dashboards import lineage
+
+    if dash.owner == username:
+        return True
+    lin = lineage.current(d, lineage.dashboard_lineage(dash))
+    groups, users = lineage.allowed_audiences(d, lin, dash.info.get("share_groups", []),
+                                              dash.info.get("share_users", []))
+    return may_view(d, {"share_groups": groups, "share_users": users}, username, user_groups)

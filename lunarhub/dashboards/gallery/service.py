@@ -17,7 +17,7 @@ from tornado import httputil, ioloop, web
 
 from lunarhub.config import ConfigError, DashboardLimits, Deployment, secrets
 from lunarhub.dashboards.gallery import limits
-from lunarhub.dashboards.gallery.api import CommentsApi, DashboardApi, LimitsApi, ListApi
+from lunarhub.dashboards.gallery.api import CommentsApi, DashboardApi, LimitsApi, ListApi, SharesApi
 from lunarhub.dashboards.gallery.base import deployment
 from lunarhub.dashboards.gallery.comments import Comments
 from lunarhub.dashboards.gallery.deploy import Servers
@@ -33,6 +33,9 @@ from lunarhub.dashboards.store import MAX_BYTES, Store
 from lunarhub.platform.hubclient import AsyncHubAPI
 
 log = logging.getLogger("lunarhub.dashboards")
+# How often existing shares are checked against the deployment and the catalogs (cheap: local
+# files only; the hub is called only for a share to revoke).
+RECHECK_SECONDS = 3
 
 
 class GalleryApplication(web.Application):
@@ -113,6 +116,7 @@ def make_app(d: Deployment, prefix: str) -> web.Application:
         (p + "api/limits", LimitsApi),
         (p + rf"api/dashboards/{seg}", DashboardApi),
         (p + rf"api/dashboards/{seg}/v([0-9]+)", DashboardApi),
+        (p + rf"api/dashboards/{seg}/shares", SharesApi),
         (p + rf"api/dashboards/{seg}/v([0-9]+)/comments", CommentsApi),
     ]
     hub = AsyncHubAPI()
@@ -122,6 +126,28 @@ def make_app(d: Deployment, prefix: str) -> web.Application:
         # HubOAuth keeps the login in a signed cookie: a stable secret keeps users logged in
         # across a restart of the service (JupyterHub's own xsrf handling covers forms).
         cookie_secret=secrets.token(d, "dashboards-cookie-secret"))
+
+
+class Rechecker:
+    """Runs Servers.recheck every RECHECK_SECONDS, one round at a time, with the deployment
+    as it is now (the file and the roster are re-read: an edit applies without a restart)."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.running = False
+
+    async def __call__(self) -> None:
+        if self.running:
+            return
+        self.running = True
+        try:
+            await self.app.settings["servers"].recheck(deployment(), self.app.settings["store"])
+        except ConfigError as exc:
+            log.warning("shares not re-checked: the deployment file does not load: %s", exc)
+        except Exception:  # noqa: BLE001 - the next round tries again; the gallery keeps serving
+            log.exception("re-checking shares failed")
+        finally:
+            self.running = False
 
 
 def main() -> None:
@@ -136,7 +162,11 @@ def main() -> None:
     largest = limits.publish_body_limit(DashboardLimits(max_snapshot_mb=MAX_BYTES / limits.MIB))
     app.listen(port, "127.0.0.1", max_body_size=largest)
     log.info("dashboards gallery on 127.0.0.1:%d%s (store %s)", port, prefix, Store.for_deployment(d).root)
-    ioloop.IOLoop.current().start()
+    check = Rechecker(app)
+    loop = ioloop.IOLoop.current()
+    loop.add_callback(check)  # at start: a restart after an edit applies it at once
+    ioloop.PeriodicCallback(check, RECHECK_SECONDS * 1000).start()
+    loop.start()
 
 
 if __name__ == "__main__":

@@ -125,6 +125,9 @@ def publish(notebook: str | Path, title: str, *, description: str = "", share_wi
         "title": title, "description": description, "slug": slug, "notebook": nb.name,
         "share_with": list(share_with or []), "environment": checked.environment,
         "files": {k: base64.b64encode(v).decode() for k, v in payload_files.items()},
+        # What the catalog library saw read, and when the run was: the gallery checks both
+        # against the sites' own logs (lunarhub.dashboards.lineage.establish).
+        "lineage": checked.lineage, "run": {"started": checked.started, "finished": checked.finished},
     }
     if checked.thumbnail:
         # The gallery re-checks it: it is only a picture the client claims to have drawn.

@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  gallery: {out['gallery_url']}")
             print(f"  shared with: {', '.join(out['share_groups'] + out['share_users']) or 'nobody'}")
             print(f"  hash:    {out['hash']}")
+            for x in out.get("lineage") or []:
+                print(f"  data:    {x.get('entry') or x.get('path')} (site {x.get('site')}, policy {x.get('policy')})")
             if why := out.get("thumbnail_error") or out.get("thumbnail_refused"):
                 print(f"  note: no gallery thumbnail ({why})", file=sys.stderr)
             elif out.get("created") and not out.get("thumbnail"):

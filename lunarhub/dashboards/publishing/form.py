@@ -83,7 +83,9 @@ def make_app(root: Path, publish_fn: Any = None) -> Any:
             body = (
                 "<p>Publishes a snapshot of a notebook that builds a Panel app (<code>.servable()</code>). "
                 "It is run first, as you, with your data credentials: a notebook that fails, makes nothing "
-                "servable or does not finish is refused with the cell and the error.</p>"
+                "servable or does not finish is refused with the cell and the error. It may be shared only "
+                "with those entitled to every dataset it reads (a refusal names the dataset, its policy and "
+                "the audience).</p>"
                 + (f'<form method="post" action="publish"><input type="hidden" name="token" value="{form_token}">'
                    f'<label>Notebook <select name="notebook" required>{options}</select></label>'
                    '<label>Title <input name="title" required maxlength="200"></label>'
@@ -123,10 +125,13 @@ def make_app(root: Path, publish_fn: Any = None) -> Any:
                 return self.finish(page("Not published", f'<p class="error">{esc(exc)}</p>'
                                         '<p><a href="./">Back</a></p>'))
             note = result.get("thumbnail_error") and f"No thumbnail: {result['thumbnail_error']}"
+            used = "".join(f"<li><code>{esc(x.get('entry') or x.get('path'))}</code> (site {esc(x.get('site'))}, "
+                           f"policy {esc(x.get('policy'))})</li>" for x in result.get("lineage") or [])
             body = (f'<p class="ok">Published <b>{esc(result.get("title", ""))}</b> as version '
                     f'v{esc(result.get("version"))}.</p>'
                     f'<p><a href="{esc(result.get("url", ""))}" target="_blank">Open the dashboard</a> · '
                     f'<a href="{esc(result.get("gallery_url", ""))}" target="_blank">Its gallery page</a></p>'
+                    + (f"<p>Data used (its audience is entitled to all of it):</p><ul>{used}</ul>" if used else "")
                     + (f"<p>{esc(note)}</p>" if note else "") + '<p><a href="./">Publish another</a></p>')
             self.finish(page("Published", body))
 

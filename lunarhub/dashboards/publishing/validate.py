@@ -6,6 +6,11 @@ it in the dashboard server. Refused: a cell that raises (cell number + error),
 no `.servable()` object, or no end within the timeout (the cell still running).
 It runs as whoever publishes, in their server, with their data credentials.
 
+The run's data lineage: the catalog library (lunarhub.data.catalog) appends each dataset the
+notebook reads to the file named by $LUNARHUB_LINEAGE_FILE; the result carries those records
+and the run's wall-clock window, in which the gallery looks up what the sites themselves saw
+(lunarhub.dashboards.lineage).
+
 After the cells, the child draws the gallery thumbnail (thumbnail.py). That step can
 never refuse a publish: the result is written before it starts, so an exception, a
 crash or a hang there only costs the thumbnail (the reason is in `thumbnail_error`).
@@ -21,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,9 @@ class Validated:
     environment: dict[str, Any]
     thumbnail: bytes | None = None  # PNG for the gallery; None: nothing drawable, or it failed
     thumbnail_error: str | None = None  # one line, when drawing it failed
+    lineage: list[dict[str, Any]] = field(default_factory=list)  # what the catalog library saw read
+    started: float = 0.0  # wall clock (epoch seconds) of the run, for the sites' logs
+    finished: float = 0.0
 
 
 def environment() -> dict[str, Any]:
@@ -73,12 +81,17 @@ def validate(notebook: Path, timeout: float = DEFAULT_TIMEOUT,
         progress = Path(tmp) / "progress"
         result = Path(tmp) / "result.json"
         thumb = Path(tmp) / "thumbnail.png"
+        lineage_file = Path(tmp) / "lineage.jsonl"
         cmd = [sys.executable, "-m", "lunarhub.dashboards.publishing.validate", str(notebook), str(progress), str(result),
                str(thumb)]
+        from lunarhub.data.catalog import LINEAGE_ENV
+
+        started = time.time()
         start = time.monotonic()
         # Own session: a notebook that forks (dask, subprocesses) is killed as a whole.
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=notebook.parent)
+                                start_new_session=True, cwd=notebook.parent,
+                                env={**os.environ, LINEAGE_ENV: str(lineage_file)})
         cells_done: float | None = None
         while True:
             try:
@@ -99,6 +112,8 @@ def validate(notebook: Path, timeout: float = DEFAULT_TIMEOUT,
                                           cell) from None
                 break
         seconds = time.monotonic() - start
+        finished = time.time()
+        lineage = read_lineage(lineage_file)
         if not result.exists():
             tail = "\n".join(out.decode(errors="replace").splitlines()[-15:])
             raise ValidationError(f"the notebook crashed the Python process (exit status {proc.returncode})",
@@ -114,7 +129,25 @@ def validate(notebook: Path, timeout: float = DEFAULT_TIMEOUT,
         raise ValidationError(
             "the notebook ran but made nothing servable: call .servable() on the Panel object "
             "the dashboard should show (e.g. `pn.Column(widget, plot).servable()`)")
-    return Validated(data["roots"], seconds, data["environment"], png, data.get("thumbnail_error"))
+    return Validated(data["roots"], seconds, data["environment"], png, data.get("thumbnail_error"),
+                     lineage, started, finished)
+
+
+def read_lineage(path: Path) -> list[dict[str, Any]]:
+    """The records the catalog library appended (a line cut by a killed run is skipped)."""
+    out = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def _last_cell(progress: Path) -> int | None:

@@ -1,4 +1,4 @@
-"""What a dashboard named server runs (as the publisher): a hub-authenticated
+"""What a dashboard named server runs (as the dashboard's own account, runtime_account.py): a hub-authenticated
 jupyter-server-proxy in front of `panel serve`.
 
     python -m lunarhub.dashboards.server.launch CACHE_SECONDS -- [proxy options] --unix-socket=True \

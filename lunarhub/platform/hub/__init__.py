@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from lunarhub.config import Deployment
+from lunarhub.platform import projects
 from lunarhub.platform.hub.authentication import configure_authentication
 from lunarhub.platform.hub.hub_services import CLI_SERVICE, configure_services, services
+from lunarhub.platform.hub.lab_shares import install as install_share_policy
 from lunarhub.platform.hub.network import (
     configure_network,
     configure_proxy,
@@ -26,7 +28,7 @@ from lunarhub.platform.hub.spawning import VENV_BIN, configure_spawner, spawn_en
 __all__ = [
     "CLI_SERVICE", "LAB_ROLES", "VENV_BIN", "configure", "configure_authentication", "configure_network",
     "configure_pages", "configure_proxy", "configure_rbac", "configure_services", "configure_spawner",
-    "default_url", "hub_state", "lab_groups", "load_groups", "proxy_command", "roles", "services",
+    "default_url", "hub_state", "install_share_policy", "lab_groups", "load_groups", "proxy_command", "roles", "services",
     "spawn_environment", "subdomain_hook", "subdomain_problems",
 ]
 
@@ -38,5 +40,6 @@ def configure(c: Any, d: Deployment) -> None:
     configure_proxy(c, d)
     configure_authentication(c, d)
     configure_rbac(c, d)
+    projects.configure_projects(c, d)  # after configure_rbac: adds the joint projects' roles to its roles
     configure_services(c, d)  # after configure_rbac: adds the services' roles to its roles
     configure_spawner(c, d)

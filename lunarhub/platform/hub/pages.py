@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lunarhub.config import Deployment
+from lunarhub.platform import projects
 from lunarhub.platform.hub.rbac import lab_groups
 
 
@@ -33,4 +34,6 @@ def configure_pages(c: Any, d: Deployment) -> None:
         "lunarhub_name": d.name,
         "lunarhub_lab_groups": lab_groups(d),
         "lunarhub_dashboards_url": "/services/dashboards/" if d.services.dashboards.enabled else "",
+        # Called with the page's user (JupyterHub.template_vars): the joint projects they are in.
+        "lunarhub_projects": projects.links_for(d),
     }

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from lunarhub.config import ConfigError, Deployment
-from lunarhub.platform import accounts, cgroups, components
+from lunarhub.platform import accounts, cgroups, components, projects
 
 VENV_BIN = Path(sys.executable).parent
 KERNEL_TRANSPORT = "ipc"
+RTC_ON = "--YDocExtension.disable_rtc=False"
 
 
 def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
@@ -88,7 +89,11 @@ def pre_spawn_hook(d: Deployment) -> Any:
     def hook(spawner: Any) -> None:
         live = _live(d)
         username = spawner.user.name
-        home = accounts.prepare_user(live, username)
+        project = live.project_of(username)
+        if project is not None:
+            home = _prepare_project(live, project, spawner)
+        else:
+            home = accounts.prepare_user(live, username)
         spawner.notebook_dir = str(home)
         group = _user_profile(live, username)
         if group is not None:
@@ -113,7 +118,29 @@ def _live(d: Deployment) -> Deployment:
     return roster.effective(d)
 
 
+def _prepare_project(d: Deployment, project: str, spawner: Any) -> Path:
+    """A joint project's server: its own account and folder, real-time collaboration forced on."""
+    if spawner.name and not spawner.name.startswith("dash-"):
+        raise RuntimeError(f"project {project!r} has one lab server; named servers other than "
+                           "dashboards (dash-<slug>) are not started for it")
+    home, account, env = projects.prepare(d, project)
+    spawner.account = account or ""
+    spawner.environment.update(env)
+    # On the command line, after the shared args: a config file in the (member-writable) project
+    # folder cannot turn collaboration off for the others.
+    if RTC_ON not in spawner.args:  # the spawner object, and its args, outlive one start
+        spawner.args = [*spawner.args, RTC_ON]
+    return home
+
+
 def _user_profile(d: Deployment, username: str) -> str | None:
+    project = d.project_of(username)
+    if project is not None:
+        # A project server gets the largest profile among its members' groups.
+        groups = [m for m in d.projects[project].members if m in d.groups]
+        groups += [g for m in d.projects[project].members if m in d.users for g in d.users[m].groups]
+        profiles = [d.groups[g].profile for g in groups]
+        return max(profiles, key=lambda p: (d.profiles[p].memory_gb, d.profiles[p].cpu)) if profiles else None
     user = d.users.get(username)
     if not user:
         return None

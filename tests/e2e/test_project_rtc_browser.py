@@ -1,0 +1,68 @@
+"""A joint project in two browsers: ru-scientist and cn-scientist open the project server from their
+hub home page (each in their own language) and edit one notebook; each sees the other's edit."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from support.browser import logged_in_page
+
+pytestmark = pytest.mark.e2e
+
+HUB_USER = "project-luna26-landing"
+CELL = ".jp-NotebookPanel .jp-Cell .cm-content"
+
+
+def open_project(browser, stack, user: str, locale: str, link_text: str):
+    page = logged_in_page(browser, stack, user, locale=locale)
+    page.goto(f"{stack.url}/hub/home")
+    link = page.locator("a.lunarhub-project[data-project=luna26-landing]")
+    # Only the browser language's text is shown.
+    assert link.locator(f"span[lang={locale[:2]}]").is_visible()
+    assert link_text in link.inner_text()
+    link.click()
+    # Another hub user's server: JupyterHub asks the member once to authorize it (its OAuth consent page).
+    page.wait_for_url(re.compile(rf".*(/hub/api/oauth2/authorize|/user/{HUB_USER}/lab).*"), timeout=120_000)
+    if "/oauth2/authorize" in page.url:
+        page.click("button[type=submit]")
+    page.wait_for_url(re.compile(rf".*/user/{HUB_USER}/lab.*"), timeout=120_000)
+    return page
+
+
+def test_two_members_edit_one_notebook_and_see_each_others_edits(stack, browser):
+    # The `browser` fixture has checked that Playwright is there.
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    token = stack.token("ru-scientist")
+    stack.start_server(HUB_USER, token=token)
+    name = f"rtc-{uuid.uuid4().hex[:6]}.ipynb"
+    kernelspec = {"name": "lunar-python3", "display_name": "Lunar Python 3", "language": "python"}
+    nb = {"type": "notebook", "content": {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": kernelspec}, "cells": [
+        {"cell_type": "code", "metadata": {}, "source": "", "outputs": [], "execution_count": None}]}}
+    r = stack.request("PUT", f"/user/{HUB_USER}/api/contents/{name}", token, json=nb)
+    assert r.status_code in (200, 201), r.text
+    ru = open_project(browser, stack, "ru-scientist", "ru-RU", "Проект luna26-landing — Выбор места посадки")
+    cn = open_project(browser, stack, "cn-scientist", "zh-CN", "项目 luna26-landing — 月球-26")
+    try:
+        for page in (ru, cn):
+            page.goto(stack.browser_url(f"/user/{HUB_USER}/lab/tree/{name}"))
+            page.wait_for_selector(CELL, timeout=120_000)
+            # A dialog JupyterLab may open with the notebook (kernel choice): take its default.
+            try:
+                page.locator(".jp-Dialog .jp-mod-accept").click(timeout=10_000)
+            except PlaywrightTimeout:
+                pass
+        ru.click(CELL)
+        ru.keyboard.type("from_ru = 1")
+        cn.wait_for_function(f"document.querySelector({CELL!r}).innerText.includes('from_ru = 1')",
+                             timeout=30_000)
+        cn.click(CELL)
+        cn.keyboard.press("End")
+        cn.keyboard.type("; from_cn = 2")
+        ru.wait_for_function(f"document.querySelector({CELL!r}).innerText.includes('from_cn = 2')",
+                             timeout=30_000)
+    finally:
+        for page in (ru, cn):
+            page.context.close()
