@@ -48,16 +48,20 @@ def group_policies(d: Deployment, group: str, site: str, today: date | None = No
     """The policies membership of `group` alone gives on `site`.
 
     open: everyone. partners: science, reviewer and admin roles. <cc>-only: science,
-    instructor and admin groups of an institute in country cc. A group's `grants` add
-    policies explicitly. After the site's `embargo_until` its own <cc>-only data opens to
-    whoever reads partners data there.
+    instructor and admin groups of an institute in country cc, at that country's sites (each
+    country keeps its national data at home, so a team is never said to read another
+    country's site's "<cc>-only" folder, which refusals would otherwise name). A group's
+    `grants` add policies explicitly, at every site. After the site's `embargo_until` its own
+    <cc>-only data opens to whoever reads partners data there.
     """
     g = d.groups[group]
     out = {"open"}
     if g.role in PARTNER_ROLES:
         out.add("partners")
     if g.role in TEAM_ROLES and g.institution:
-        out.add(f"{d.institutions[g.institution].country.lower()}-only")
+        country = d.institutions[g.institution].country.lower()
+        if d.institutions[_site(d, site).institution].country.lower() == country:
+            out.add(f"{country}-only")
     out.update(str(p) for p in g.grants)
     return _with_embargo(d, site, out, today)
 

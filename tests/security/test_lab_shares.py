@@ -23,7 +23,7 @@ from support.stack import Stack, running_stack
 pytestmark = pytest.mark.integration
 OWNER, COLLEAGUE = "cn-scientist", "cn-colleague"
 REVIEWERS_REASON = (f"{OWNER}'s lab may not be shared with group 'reviewers': its owner reads cn-only data on "
-                    "sites cn and ru, which reviewers may not read")
+                    "site cn, which reviewers may not read")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_lab_shares_beyond_the_owners_data_are_refused_by_the_hub(stack: Stack) 
     assert status == 403 and body["message"] == REVIEWERS_REASON
     status, body = share(stack, tok, {"group": "ru-science"})
     assert status == 403 and "group 'ru-science'" in body["message"]
-    assert "cn-only data on sites cn and ru, which ru-science may not read" in body["message"]
+    assert "cn-only data on site cn, which ru-science may not read" in body["message"]
     status, body = share(stack, tok, {"user": "reviewer"})
     assert status == 403 and "which reviewer may not read" in body["message"]
     # Nothing was granted: the reviewer's own token does not reach the lab.
