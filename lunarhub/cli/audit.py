@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user", metavar="U", help="only events naming user U (as actor, owner, audience or user)")
     p.add_argument("--since", metavar="ISO", help="only events at or after this local date or time "
                    "(2026-03-01 or 2026-03-01T12:00)")
+    p.add_argument("--sites", action="store_true", help="also every read the local data sites served "
+                   "(component sites: which credential read which file, dashboards' scoped ones included)")
     p.add_argument("--json", action="store_true", help="a JSON list of the events instead of lines")
     p.set_defaults(handler=cmd_audit)
 
@@ -59,10 +61,40 @@ def names_user(entry: dict[str, Any], user: str) -> bool:
                if key not in ("time", "component", "event") and isinstance(value, str))
 
 
+def site_reads(d: Deployment, since: float | None = None) -> list[dict[str, Any]]:
+    """The local sites' access logs as audit events ("sites", "read"): each names the credential
+    (a user, a project, `dash/<owner>/<slug>` for a dashboard's scoped one, `run/...` for a
+    trusted run) and, for a dashboard's, the dashboard."""
+    from lunarhub.data import sites
+
+    out = []
+    for name, site in d.sites.items():
+        if site.kind != "local":
+            continue
+        for e in sites.read_log(d, name):
+            try:
+                when = datetime.fromisoformat(e["time"]).timestamp()
+            except (KeyError, ValueError):
+                continue
+            if since is not None and when < since:
+                continue
+            entry = {"time": when, "component": "sites", "event": "read", "site": name, "user": e.get("user", ""),
+                     "uri": e.get("uri", ""), "status": e.get("status"), "bytes": e.get("bytes")}
+            parts = str(entry["user"]).split("/")
+            if parts[0] in ("dash", "run") and len(parts) >= 3:
+                entry["owner"], entry["dashboard"] = parts[1], parts[2]
+            out.append(entry)
+    return out
+
+
 def select(d: Deployment, component: str | None = None, event: str | None = None, user: str | None = None,
-           since: float | None = None) -> list[dict[str, Any]]:
+           since: float | None = None, with_sites: bool = False) -> list[dict[str, Any]]:
     match = {"event": event} if event else {}
-    entries = audit.read(d, [component] if component else None, since=since, **match)
+    entries = [] if component == "sites" else audit.read(d, [component] if component else None, since=since,
+                                                         **match)
+    if with_sites or component == "sites":
+        entries += [e for e in site_reads(d, since) if not event or e["event"] == event]
+        entries.sort(key=lambda e: e.get("time", 0))
     return [e for e in entries if user is None or names_user(e, user)]
 
 
@@ -93,7 +125,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     try:
         since = parse_since(args.since) if args.since else None
         assert d is not None
-        entries = select(d, args.component, args.event, args.user, since)
+        entries = select(d, args.component, args.event, args.user, since, args.sites)
     except ValueError as exc:
         print(f"lunarhub audit: {exc}", file=sys.stderr)
         return 2

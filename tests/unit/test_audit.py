@@ -109,3 +109,28 @@ def test_the_command_refuses_anyone_but_root(d, monkeypatch: pytest.MonkeyPatch,
     assert tree.main(["--config", str(d.config_file), "audit"]) == 1
     err = capsys.readouterr().err
     assert "admins only: run it as root" in err and str(audit.audit_dir(d)) in err
+
+
+def test_site_reads_join_the_trail_with_the_dashboard_named(d) -> None:
+    """`--sites`: the sites' access logs (what nginx wrote) as events; a dashboard's scoped credential
+    names its dashboard, so "which dataset each dashboard read" is one query."""
+    from lunarhub.data import sites
+
+    lines = [{"time": "2026-12-01T10:00:00+00:00", "site": "ru", "user": "dash/cn-scientist/yutu", "uri":
+              "/open/tables/gazetteer.csv", "status": 200, "bytes": 512, "range": ""},
+             {"time": "2026-12-01T10:00:05+00:00", "site": "ru", "user": "ru-scientist", "uri":
+              "/ru-only/polar/boguslawsky_sps.tif", "status": 206, "bytes": 4096, "range": "bytes=0-4095"},
+             {"time": "garbled", "user": "x"}]
+    log = sites.site_state_dir(d, "ru") / "access.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    audit.record(d, "dashboards", "opened", user="reviewer", owner="cn-scientist")
+    assert [e["event"] for e in audit_cli.select(d)] == ["opened"]  # not unless asked
+    reads = audit_cli.select(d, component="sites")
+    assert [(e["user"], e["uri"], e["status"]) for e in reads] == [
+        ("dash/cn-scientist/yutu", "/open/tables/gazetteer.csv", 200),
+        ("ru-scientist", "/ru-only/polar/boguslawsky_sps.tif", 206)]
+    assert reads[0]["owner"] == "cn-scientist" and reads[0]["dashboard"] == "yutu"
+    # Oldest first: the read (10:00 UTC) before the open recorded now.
+    assert [e["event"] for e in audit_cli.select(d, with_sites=True, user="cn-scientist")] == ["read", "opened"]
+    assert len(audit_cli.select(d, with_sites=True)) == 3
