@@ -22,6 +22,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(reference.render(), end="")
         return 0
     d = load(args)
-    print(f"{d.config_file}: valid ({len(d.users)} users, {len(d.groups)} groups, ports "
+    print(f"{d.config_file}: valid ({len(d.users)} users, {len(d.groups)} groups, "
+          f"{len(d.projects)} joint project{'' if len(d.projects) == 1 else 's'}, ports "
           + ", ".join(f"{k}={v}" for k, v in d.ports().items()) + ")")
     return 0

@@ -178,16 +178,16 @@ def configure_local(c: Any, config_file: str, site: str) -> None:
     from lunarhub import config
     from lunarhub.compute.gateway_server import LunarBackendMixin
     from lunarhub.config import roster
+    from lunarhub.upstream import dask_gateway_bind_host
 
+    dask_gateway_bind_host.apply()
     d = roster.effective(config.load(config_file or None))
     rendered = c.DaskGateway.backend_class
 
-    class SiteBackend(LunarBackendMixin, rendered):  # type: ignore[misc, valid-type]
+    # LoopbackJobs: schedulers and workers are reached through the gateway's proxy on this machine only.
+    class SiteBackend(LunarBackendMixin, dask_gateway_bind_host.LoopbackJobs, rendered):  # type: ignore[misc, valid-type]
         """The rendered backend; LunarBackendMixin's own limits are replaced by the rendered ones
         (`c.Backend.cluster_options` and the cap class), so only what render writes decides."""
-
-        # Schedulers and workers are reached through the gateway's proxy on this machine only.
-        default_host = "127.0.0.1"
 
         async def setup(self, app: Any) -> None:
             self._rendered_options = self.cluster_options

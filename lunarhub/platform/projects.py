@@ -51,6 +51,7 @@ def roles(d: Deployment) -> list[dict[str, Any]]:
         "users": [project_hub_name(p) for p in sorted(d.projects)],
     }]
     for name, project in sorted(d.projects.items()):
+        out.append(publisher_role(d, name))
         out.append({
             "name": member_role(name),
             "description": f"Members of joint project {name}: open its server",
@@ -60,6 +61,21 @@ def roles(d: Deployment) -> list[dict[str, Any]]:
             "groups": sorted(m for m in project.members if m in d.groups),
         })
     return out
+
+
+def publisher_role(d: Deployment, project: str) -> dict[str, Any]:
+    """What the gallery's short-lived token of the project (lunarhub.dashboards.gallery.deploy)
+    needs to run and share the project's dashboards (`dash-<slug>` servers): start them, and name
+    only the groups the project may share with (lunarhub.dashboards.gallery.policy.project_targets).
+    The project's lab itself is never shareable (lunarhub.platform.hub.lab_shares)."""
+    from lunarhub.dashboards.gallery.policy import project_targets
+
+    scopes = ["servers!user", "shares!user", "read:shares!user"]
+    for target in project_targets(d, project):
+        scopes += [f"read:groups:name!group={target}", f"read:users:name!group={target}"]
+    return {"name": f"project-publisher-{project}",
+            "description": f"Joint project {project}: publish and share its dashboards",
+            "scopes": scopes, "users": [project_hub_name(project)]}
 
 
 def configure_projects(c: Any, d: Deployment) -> None:

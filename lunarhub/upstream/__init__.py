@@ -10,6 +10,7 @@ tests/unit/test_upstream.py holds its canary. pyproject.toml bounds the same pac
 - jupyterhub_dashboard_consent: no "Authorize access" page for dashboards (hub process)
 - dask_gateway_workdir: LocalBackend chowns "/" (gateway process)
 - dask_gateway_preexec: a per-process step before the child drops root (gateway process)
+- dask_gateway_bind_host: batch jobs' schedulers and workers on loopback (a site gateway's process)
 - bokeh_session_hooks: ready sessions of a dashboard (a dashboard's Panel process)
 - panel_page_html: shared BokehJS/Panel scripts (a dashboard's Panel process)
 

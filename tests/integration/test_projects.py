@@ -4,7 +4,9 @@ The demo's `luna26-landing` (members ru-scientist and cn-scientist) runs as its 
 `lh-project-luna26-landing` with the project's own site credentials. Each attack is tried as the
 account that would make it: a non-member's token on the project server, a member's code in a
 kernel of the project server reading either institute's private data, the project account
-reading members' homes, a removed member after the hub restarts."""
+reading members' homes, a removed member after the hub restarts. Dashboards are published from a
+kernel of the project server (the server's own environment and hub token) with the project as
+author; their sharing follows the project's share rule and the lineage rule."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with running_stack("projects") as s:
+    with running_stack("projects", dashboards=True) as s:
         yield s
 
 
@@ -85,7 +87,7 @@ class Kernel:
         assert r.status_code == 201, r.text
         self.id = r.json()["id"]
 
-    def run(self, code: str) -> str:
+    def run(self, code: str, timeout: float = 180) -> str:
         """stdout of `code` (an error's name and value appended)."""
         from tornado.httpclient import HTTPRequest
         from tornado.websocket import websocket_connect
@@ -102,7 +104,7 @@ class Kernel:
             conn = await websocket_connect(HTTPRequest(url, headers=self.headers, request_timeout=120))
             out = ""
             await conn.write_message(json.dumps(msg))
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + timeout
             try:
                 while time.monotonic() < deadline:
                     raw = await asyncio.wait_for(conn.read_message(), timeout=deadline - time.monotonic())
@@ -262,6 +264,159 @@ def test_the_project_account_cannot_read_members_homes_nor_members_the_project_f
     for member in ("ru-scientist", "cn-scientist"):
         r = subprocess.run(["runuser", "-u", member, "--", "ls", project_home], capture_output=True, text=True)
         assert r.returncode != 0 and "Permission denied" in r.stderr, (member, r)
+
+
+# ---------------------------------------------------------------- dashboards of the project
+
+SLUG = "manzinus-joint"
+DASH = f"/user/{HUB_USER}/dash-{SLUG}"
+# Reads the ru site's partners DEM through the catalog library.
+PARTNERS_NB = ["import panel as pn\nimport lunarhub\npn.extension()",
+               "dem = lunarhub.open_catalog()['ru']['manzinus_dem'].read()\n"
+               "pn.pane.Markdown(f'Manzinus mean height {float(dem.mean()):.1f} m').servable()"]
+# Run in a kernel of the project server: the notebook is written to the project folder and
+# `lunarhub publish` runs with the server's own environment (its hub token, the project's data
+# credentials), as a member typing it in the server's terminal would.
+PUBLISH = """
+import json, os, subprocess, sys
+cells = %r
+nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+    {"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None} for c in cells]}
+with open("manzinus_joint.ipynb", "w") as f:
+    json.dump(nb, f)
+r = subprocess.run([sys.executable, "-m", "lunarhub.dashboards.publishing.cli", "publish", "manzinus_joint.ipynb",
+                    "--title", "Manzinus joint", "--slug", %r, *%r], capture_output=True, text=True, timeout=600)
+print(json.dumps({"rc": r.returncode, "out": r.stdout, "err": r.stderr, "uid": os.getuid(),
+                  "token_user": os.environ.get("JUPYTERHUB_USER")}))
+"""
+
+
+def publish_in_project(s: Stack, server: dict[str, Any], member_token: str, *args: str) -> dict[str, Any]:
+    out = Kernel(s, server, member_token).run(PUBLISH % (PARTNERS_NB, SLUG, list(args)), timeout=660)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def gallery(s: Stack, method: str, path: str, token: str, **kw: Any) -> requests.Response:
+    return s.request(method, "/services/dashboards/" + path, token, **kw)
+
+
+@pytest.fixture(scope="module")
+def project_dashboard(stack: Stack, tokens: dict[str, str], project_server: dict[str, Any]) -> dict[str, Any]:
+    got = publish_in_project(stack, project_server, tokens["cn-scientist"], "--share-with", "reviewers")
+    assert got["rc"] == 0, got
+    assert got["uid"] == pwd.getpwnam(ACCOUNT).pw_uid and got["token_user"] == HUB_USER, got
+    return got
+
+
+def test_a_member_publishes_from_the_project_server_with_the_project_as_author(
+        stack: Stack, project_dashboard: dict[str, Any]) -> None:
+    assert f"{HUB_USER}/{SLUG} v1 published" in project_dashboard["out"], project_dashboard
+    assert "manzinus_dem (site ru, policy partners)" in project_dashboard["out"], project_dashboard
+    vdir = stack.state / "dashboards" / HUB_USER / SLUG / "v1"
+    meta = json.loads((vdir / "metadata.json").read_text())
+    assert meta["author"] == HUB_USER
+    assert {(x["site"], x["entry"], x["policy"]) for x in meta["lineage"]} == {("ru", "manzinus_dem", "partners")}
+    # The sites saw the project read it (the publish run went out with the project's credentials).
+    assert "site-log" in meta["lineage"][0]["sources"], meta["lineage"]
+    # The snapshot is readable by the project account's group, not by a member's own account.
+    nb = vdir / "files" / "manzinus_joint.ipynb"
+    assert nb.stat().st_gid == pwd.getpwnam(ACCOUNT).pw_gid
+    r = subprocess.run(["runuser", "-u", "cn-scientist", "--", "cat", str(nb)], capture_output=True, text=True)
+    assert r.returncode != 0 and "Permission denied" in r.stderr, r
+
+
+def test_a_reviewer_opens_the_project_dashboard_which_runs_as_its_own_account_reading_its_lineage(
+        stack: Stack, tokens: dict[str, str], project_dashboard: dict[str, Any]) -> None:
+    from lunarhub.dashboards import runtime_account
+    from lunarhub.dashboards.probe import visit
+    from lunarhub.data import scoped_credentials, sites
+
+    r = gallery(stack, "GET", f"open/{HUB_USER}/{SLUG}/v1", tokens["reviewer"])
+    assert r.status_code == 302 and f"{HUB_USER}/dash-{SLUG}/v1" in r.headers["Location"], (r.status_code, r.text)
+    url, host = stack.wire(DASH + "/v1")
+    v = asyncio.run(visit(url, headers={"Authorization": f"token {tokens['reviewer']}", **host},
+                          origin=stack.origin(HUB_USER), timeout=120))
+    assert v.doc_bytes > 0
+    server = stack.request("GET", f"/hub/api/users/{HUB_USER}", stack.admin_token()).json()["servers"][f"dash-{SLUG}"]
+    account = runtime_account.account_name(HUB_USER, SLUG)
+    assert psutil.Process(int(server["state"]["pid"])).username() == account
+    # It read the partners DEM with its own lineage-scoped credential, owned by the project.
+    name = scoped_credentials.dashboard_name(HUB_USER, SLUG)
+    assert scoped_credentials.load(stack.deployment(), "ru")[name].owner == HUB_USER
+    # (The catalog itself is read too; the data files are those under a policy's folder.)
+    reads = [e for e in sites.read_log(stack.deployment(), "ru")
+             if e["user"] == name and e["uri"].split("/")[1] in ("open", "partners", "ru-only", "cn-only")]
+    assert reads and {e["status"] for e in reads} <= {200, 206, 304}, reads[-5:]
+    assert {e["uri"] for e in reads} == {"/partners/polar/manzinus_sps.tif"}, reads[-5:]
+    # Those it was not shared with: not even the project's members' other groups' users.
+    for outsider in ("student",):
+        assert stack.request("GET", DASH + "/v1", tokens[outsider]).status_code == 403, outsider
+
+
+def test_the_gallery_lists_the_project_as_author_in_each_language(
+        stack: Stack, tokens: dict[str, str], project_dashboard: dict[str, Any]) -> None:
+    listed = gallery(stack, "GET", "api/dashboards", tokens["reviewer"]).json()["dashboards"]
+    assert [x["owner"] for x in listed if x["slug"] == SLUG] == [HUB_USER]
+    for lang, text in (("en", "Project luna26-landing — Luna-26"),
+                       ("ru", "Проект luna26-landing — Выбор места посадки"),
+                       ("zh", "项目 luna26-landing — 月球-26")):
+        page = gallery(stack, "GET", f"?lang={lang}", tokens["reviewer"])
+        assert page.status_code == 200, page.status_code
+        card = page.text.split(f'data-owner="{HUB_USER}" data-slug="{SLUG}"')[1].split('class="card')[0]
+        assert text in card, (lang, card[:600])
+    assert SLUG not in gallery(stack, "GET", "", tokens["student"]).text
+
+
+def test_project_sharing_is_refused_beyond_its_members_groups_and_beyond_its_lineage(
+        stack: Stack, tokens: dict[str, str], project_server: dict[str, Any],
+        project_dashboard: dict[str, Any]) -> None:
+    from lunarhub.platform import audit
+
+    # students: no member's groups may share with them (groups.<g>.share_with).
+    got = publish_in_project(stack, project_server, tokens["ru-scientist"], "--share-with", "students")
+    assert got["rc"] != 0 and "may not share with group 'students'" in got["err"], got
+    assert "project 'luna26-landing'" in got["err"], got
+    # Let every member's groups share with students: then the lineage refuses, naming the data.
+    original = stack.config.read_text()
+    data = yaml.safe_load(original)
+    for g in ("ru-science", "cn-science"):
+        data["groups"][g]["share_with"].append("students")
+    stack.config.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    try:
+        got = publish_in_project(stack, project_server, tokens["ru-scientist"], "--share-with", "reviewers,students")
+        r = gallery(stack, "PUT", f"api/dashboards/{HUB_USER}/{SLUG}/shares", tokens["ru-scientist"],
+                    json={"share_with": ["students"]})
+    finally:
+        stack.config.write_text(original)
+    assert got["rc"] != 0, got
+    assert ("group 'students' may not see dataset 'manzinus_dem' (site ru, policy partners)" in got["err"]), got
+    # Only the author changes the shares: a member's own token is not the project's.
+    assert r.status_code == 403 and "only the author" in r.json()["error"], r.text
+    refused = audit.read(stack.deployment(), ["dashboards"], event="share-refused", owner=HUB_USER)
+    assert any("manzinus_dem" in e["reason"] and e["groups"] == ["reviewers", "students"] for e in refused), refused
+    # Still shared with reviewers only.
+    listed = gallery(stack, "GET", "api/dashboards?mine=1", stack.token(HUB_USER)).json()["dashboards"]
+    assert [(x["share_groups"], x["version"]) for x in listed if x["slug"] == SLUG] == [(["reviewers"], 1)]
+
+
+def test_the_project_lab_cannot_be_shared_through_the_hub_api(
+        stack: Stack, tokens: dict[str, str], project_server: dict[str, Any]) -> None:
+    # From inside the project server, with its own hub token: no share rights at all.
+    out = Kernel(stack, project_server, tokens["cn-scientist"]).run(
+        "import os, requests\n"
+        "r = requests.post(os.environ['JUPYTERHUB_API_URL'] + '/shares/' + os.environ['JUPYTERHUB_USER'] + '/',\n"
+        "                  headers={'Authorization': 'token ' + os.environ['JUPYTERHUB_API_TOKEN']},\n"
+        "                  json={'group': 'reviewers'}, timeout=30)\n"
+        "print(r.status_code)")
+    assert out.strip().splitlines()[-1] == "403", out
+    # With a token carrying every right of the project's hub user (what the gallery's publishing
+    # token has): the hub's own share policy refuses the lab, naming where membership is decided.
+    project_token = stack.token(HUB_USER)
+    for audience in ({"group": "reviewers"}, {"group": "cn-science"}, {"user": "ru-scientist"}):
+        r = stack.request("POST", f"/hub/api/shares/{HUB_USER}/", project_token, json=audience)
+        assert r.status_code == 403 and "projects.luna26-landing.members" in r.text, (audience, r.status_code, r.text)
+    shares = stack.request("GET", f"/hub/api/shares/{HUB_USER}/", stack.admin_token()).json()
+    assert shares.get("items") == [], shares
 
 
 def test_membership_changes_in_the_file_apply_at_the_hub_restart_and_nothing_else_stops(

@@ -127,6 +127,10 @@ def test_cluster_runs_as_slurm_jobs_of_the_user(stack: Stack, tokens: dict[str, 
         x = da.arange(1_000_000, chunks=100_000)
         assert int(x.sum().compute()) == 999_999 * 1_000_000 // 2
         assert set(client.run(getpass.getuser).values()) == {"ru-scientist"}
+        # On one machine the jobs listen on loopback only (lunarhub.upstream.dask_gateway_bind_host).
+        workers = list(client.scheduler_info()["workers"])
+        here = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.address)
+        assert all(a.startswith("tls://127.0.0.1:") for a in [*workers, here]), (workers, here)
         assert cluster.dashboard_link.startswith(f"{stack.url}/services/dask-gateway-ru/clusters/")
         print(f"slurm cluster start {started:.2f} s, scale to 2 {scaled:.2f} s")
         client.close()

@@ -22,6 +22,7 @@ from packaging.version import Version
 
 from lunarhub.upstream import (
     bokeh_session_hooks,
+    dask_gateway_bind_host,
     dask_gateway_preexec,
     dask_gateway_workdir,
     jupyterhub_dashboard_consent,
@@ -33,7 +34,7 @@ from lunarhub.upstream import (
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKAROUNDS = [jupyterhub_shares, jupyterhub_dashboard_consent, dask_gateway_workdir, bokeh_session_hooks,
-               panel_page_html, dask_gateway_preexec]
+               panel_page_html, dask_gateway_preexec, dask_gateway_bind_host]
 
 
 # ---------------------------------------------------------------- the guard
@@ -173,6 +174,26 @@ def test_dashboard_consent_only_skips_dashboard_servers() -> None:
     # A user called "x-dash-y" with a server "lab" is not a dashboard.
     assert not jupyterhub_dashboard_consent.is_dashboard_client(client("lab", "jupyterhub-user-x-dash-y"))
     assert not jupyterhub_dashboard_consent.is_dashboard_client(SimpleNamespace(identifier="service-x"))
+
+
+def test_dashboard_consent_skips_only_the_deployments_project_labs() -> None:
+    def client(user: str, server: str, identifier: str) -> SimpleNamespace:
+        return SimpleNamespace(spawner=SimpleNamespace(name=server, user=SimpleNamespace(name=user)),
+                               identifier=identifier)
+
+    projects = ["project-luna26-landing"]
+    lab = client("project-luna26-landing", "", "jupyterhub-user-project-luna26-landing")
+    assert jupyterhub_dashboard_consent.is_project_client(lab, projects)
+    # By the deployment's projects, never the name: a user called project-x is asked as anyone.
+    assert not jupyterhub_dashboard_consent.is_project_client(
+        client("project-x", "", "jupyterhub-user-project-x"), projects)
+    assert not jupyterhub_dashboard_consent.is_project_client(lab, [])
+    # Another server of the project user, or a client id that is not the lab's.
+    assert not jupyterhub_dashboard_consent.is_project_client(
+        client("project-luna26-landing", "other", "jupyterhub-user-project-luna26-landing-other"), projects)
+    assert not jupyterhub_dashboard_consent.is_project_client(
+        client("project-luna26-landing", "", "service-x"), projects)
+    assert not jupyterhub_dashboard_consent.is_project_client(SimpleNamespace(identifier="service-x"), projects)
 
 
 # ---------------------------------------------------------------- jupyterhub: share policy
@@ -362,3 +383,30 @@ def test_gateway_preexec_is_built_before_the_first_await(tmp_path: Path) -> None
     assert {p.name: p.read_text() for p in tmp_path.glob("*.step")} == {
         "scheduler.step": "scheduler", "worker-a.step": "worker-a", "worker-b.step": "worker-b"}
     assert probe._next_step is None
+
+
+# ---------------------------------------------------------------- dask_gateway_bind_host
+
+
+def test_upstream_jobqueue_jobs_listen_on_every_interface() -> None:
+    from dask_gateway_server.backends.jobqueue.slurm import SlurmBackend
+
+    cluster = SimpleNamespace(config=SimpleNamespace(scheduler_cmd=["dask", "scheduler"], worker_cmd=["dask", "worker"],
+                                                     adaptive_period=3.0, idle_timeout=0.0, worker_threads=1,
+                                                     worker_cores=1, worker_memory=2**30),
+                              scheduler_address="tls://10.0.0.1:8786")
+
+    def hosts(backend_cls: type) -> set[str]:
+        backend = backend_cls()
+        cmd = backend.get_scheduler_command(cluster) + backend.get_worker_command(cluster, "w")
+        return {cmd[i + 1].rsplit(":", 1)[0] for i, a in enumerate(cmd)
+                if a in ("--host", "--dashboard-address", "--dg-api-address")}
+
+    # Upstream half: not a trait, and every listener on all interfaces.
+    assert "default_host" not in SlurmBackend.class_trait_names()
+    assert hosts(SlurmBackend) == {"0.0.0.0"}
+
+    class Ours(dask_gateway_bind_host.LoopbackJobs, SlurmBackend):
+        pass
+
+    assert hosts(Ours) == {"127.0.0.1"}

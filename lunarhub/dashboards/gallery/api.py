@@ -301,12 +301,16 @@ class CommentsApi(ApiBase):
 
 
 def _gid(d: Deployment, owner: str) -> int | None:
-    """The publisher's own group: their dashboard server (running as them) reads the snapshot."""
+    """The publisher's own group (a project: its account's), which the store's files keep."""
     if d.hub.isolation != "system-users" or os.geteuid() != 0:
         return None
+    from lunarhub.platform import accounts
+
+    project = d.project_of(owner)
+    if project is not None:
+        # Never a system account named after the hub user: the project's is lh-project-<name>.
+        return accounts.ensure_project_account(d, project).pw_gid
     try:
         return pwd.getpwnam(owner).pw_gid
     except KeyError:
-        from lunarhub.platform import accounts
-
         return accounts.ensure_system_user(d, owner).pw_gid

@@ -9,6 +9,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "empty": {"en": "No dashboards are shared with you yet.", "ru": "С вами пока не поделились дашбордами.",
               "zh": "目前没有与您共享的仪表板。"},
     "author": {"en": "Author", "ru": "Автор", "zh": "作者"},
+    "project": {"en": "Project", "ru": "Проект", "zh": "项目"},
     "institute": {"en": "Institute", "ru": "Институт", "zh": "机构"},
     "version": {"en": "Version", "ru": "Версия", "zh": "版本"},
     "date": {"en": "Published", "ru": "Опубликовано", "zh": "发布时间"},

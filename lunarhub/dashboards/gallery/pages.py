@@ -60,7 +60,7 @@ class Page(Base):
         """What the gallery card and the version page both show of a version."""
         return {
             "owner": dash.owner, "slug": dash.slug, "title": title, "version": v.version,
-            "author": author(d, dash.owner), "institute": institute(d, dash.owner, lang),
+            "author": author(d, dash.owner, lang), "institute": institute(d, dash.owner, lang),
             "published": v.published, "open_url": self.url("open", v), "details_url": self.url("d", v),
             "thumb_src": f"{self.url('thumb', v)}.png" if v.thumbnail is not None else None,
             "initial": title.strip()[:1].upper(), "width": thumbnail.WIDTH, "height": thumbnail.HEIGHT,
@@ -100,15 +100,26 @@ def notices(dash: Dashboard, username: str) -> list[dict[str, Any]]:
 
 
 def institute(d: Deployment, owner: str, lang: str) -> str:
-    user = d.users.get(owner)
-    for g in user.groups if user else []:
+    """The author's institute; a joint project's: its members' institutes, each once."""
+    names: list[str] = []
+    for g in policy.publisher_groups(d, owner):
         inst = d.institutions.get(d.groups[g].institution or "")
-        if inst:
-            return getattr(inst.name, lang) or inst.name.en
-    return ""
+        name = (getattr(inst.name, lang) or inst.name.en) if inst else ""
+        if name and name not in names:
+            names.append(name)
+        if names and d.project_of(owner) is None:
+            break  # a user counts with their first institute, as the hub's pages show them
+    return " · ".join(names)
 
 
-def author(d: Deployment, owner: str) -> str:
+def author(d: Deployment, owner: str, lang: str = "en") -> str:
+    """"Full Name (user)", or for a joint project's hub user "Project <name> — <description>"
+    in the reader's language (as members' hub home names it)."""
+    project = d.project_of(owner)
+    if project is not None:
+        desc = d.projects[project].description
+        text = (getattr(desc, lang, None) or desc.en) if desc else ""
+        return f"{i18n.t('project', lang)} {project}" + (f" — {text}" if text else "")
     user = d.users.get(owner)
     return f"{user.full_name} ({owner})" if user and user.full_name else owner
 

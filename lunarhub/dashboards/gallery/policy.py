@@ -3,6 +3,12 @@
 The hub enforces the same rule (roles `share-<group>` name only the allowed
 targets, lunarhub/platform/hub/); checking here first turns the hub's bare 403 into a
 reason the publisher can act on, before anything is stored or started.
+
+A joint project (hub user `project-<name>`) publishes as its own author. It may share with the
+groups that EVERY member may share with (a member group with its own `share_with`, a member user
+with their groups'): like its data (lunarhub.data.entitlement.project_policies), a project never
+reaches further than each of its members could alone, so no member widens the others' audience.
+The hub's role for the project names the same targets (lunarhub.platform.projects).
 """
 
 from __future__ import annotations
@@ -19,15 +25,45 @@ class ShareRefused(ValueError):
     pass
 
 
-def allowed_groups(d: Deployment, username: str) -> dict[str, list[str]]:
-    """target group -> the publisher's groups that allow sharing with it."""
+def _groups_allowing(d: Deployment, groups: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    user = d.users.get(username)
-    for g in user.groups if user else []:
+    for g in groups:
         group = d.groups[g]
         if group.role in PUBLISHER_ROLES:
             for target in group.share_with:
                 out.setdefault(target, []).append(g)
+    return out
+
+
+def allowed_groups(d: Deployment, username: str) -> dict[str, list[str]]:
+    """target group -> the publisher's groups that allow sharing with it (for a project's hub
+    user: the targets every member allows, each with the members' groups that allow it)."""
+    project = d.project_of(username)
+    if project is not None:
+        return project_targets(d, project)
+    user = d.users.get(username)
+    return _groups_allowing(d, list(user.groups) if user else [])
+
+
+def project_targets(d: Deployment, project: str) -> dict[str, list[str]]:
+    """target group -> the member groups allowing it, for the targets all members allow."""
+    per_member = [_groups_allowing(d, [m] if m in d.groups else list(d.users[m].groups) if m in d.users else [])
+                  for m in d.projects[project].members]
+    common = set.intersection(*(set(x) for x in per_member)) if per_member else set()
+    return {t: sorted({g for x in per_member for g in x[t]}) for t in sorted(common)}
+
+
+def publisher_groups(d: Deployment, username: str) -> list[str]:
+    """The groups a refusal names as the publisher's (a project: its members' groups)."""
+    project = d.project_of(username)
+    if project is None:
+        user = d.users.get(username)
+        return list(user.groups) if user else []
+    out: list[str] = []
+    for m in d.projects[project].members:
+        for g in [m] if m in d.groups else (d.users[m].groups if m in d.users else []):
+            if g not in out:
+                out.append(g)
     return out
 
 
@@ -53,27 +89,30 @@ def parse_targets(d: Deployment, items: list[str]) -> tuple[list[str], list[str]
 
 def check_share(d: Deployment, username: str, groups: list[str], users: list[str]) -> None:
     """Raise ShareRefused naming the target, the publisher's groups and what they allow."""
-    if username not in d.users:
+    project = d.project_of(username)
+    if username not in d.users and project is None:
         raise ShareRefused(f"{username} is not a user of this deployment")
-    mine = d.users[username].groups
-    if not any(d.groups[g].role in PUBLISHER_ROLES for g in mine):
+    mine = publisher_groups(d, username)
+    if project is None and not any(d.groups[g].role in PUBLISHER_ROLES for g in mine):
         raise ShareRefused(f"{username} may not publish dashboards (groups {', '.join(mine)} have no lab)")
     allowed = allowed_groups(d, username)
     allowed_text = ", ".join(sorted(allowed)) or "nobody"
+    whose = (f"project {project!r} share with what every member's groups ({', '.join(mine)}) allow: "
+             if project else f"your groups ({', '.join(mine)}) share with ")
     for g in groups:
         if g not in d.groups:
             raise ShareRefused(f"unknown group {g!r}")
         if g not in allowed:
             raise ShareRefused(
-                f"{username} may not share with group {g!r}: the deployment file lets your groups "
-                f"({', '.join(mine)}) share with {allowed_text} (groups.<group>.share_with)")
+                f"{username} may not share with group {g!r}: the deployment file lets "
+                f"{whose}{allowed_text} (groups.<group>.share_with)")
     for u in users:
         if u not in d.users:
             raise ShareRefused(f"unknown user {u!r}")
         if not set(d.users[u].groups) & set(allowed):
             raise ShareRefused(
                 f"{username} may not share with user {u!r} (groups {', '.join(d.users[u].groups)}): "
-                f"your groups may share with members of {allowed_text}")
+                f"{'the project' if project else 'your groups'} may share with members of {allowed_text}")
 
 
 def may_view(d: Deployment, info: dict, username: str, user_groups: list[str]) -> bool:

@@ -79,6 +79,11 @@ def refusal(d: Deployment, req: ShareRequest, today: date | None = None) -> str 
     head = f"{what} may not be shared with {_audience_label(req)}"
     if req.owner not in entitlement.principals(d):  # a user, or a joint project's hub user
         return f"{head}: {req.owner} is not a user of the deployment"
+    project = d.project_of(req.owner)
+    if project is not None and not is_dashboard(req.server):
+        # Its members are the file's to decide (project roles), whatever the audience may read.
+        return (f"{head}: who opens joint project {project!r}'s server is decided by "
+                f"projects.{project}.members in the deployment file, never by a share")
     if req.kind == "code":
         if is_dashboard(req.server):
             return None  # checked when accepted: the code becomes a share with the accepting user
