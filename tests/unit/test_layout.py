@@ -48,3 +48,14 @@ def test_every_hub_component_is_declared_and_provides_what_it_says() -> None:
     assert names == ["kernels", "courses", "sites", "dask-gateway", "site-gateways", "dashboards"]
     for c in components.COMPONENTS:
         c.load()  # raises naming the function a component declares but does not define
+
+
+def test_test_modules_have_unique_names_across_folders() -> None:
+    """pytest imports test modules by basename (rootdir mode, no packages): two folders holding
+    test_x.py stop the whole run at collection, which a run of one folder never shows."""
+    from collections import Counter
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(p.name for p in tests.rglob("test_*.py"))
+    assert [n for n, k in names.items() if k > 1] == []
