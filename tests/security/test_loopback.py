@@ -25,8 +25,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -204,20 +206,26 @@ def running(ds: Stack) -> Iterator[dict[str, Any]]:
 
 
 def test_every_tcp_listener_of_a_user_gives_another_account_nothing(ds: Stack, running: dict[str, Any]) -> None:
+    from lunarhub.dashboards import runtime_account
+
     uid = pwd.getpwnam(OWNER).pw_uid
-    listeners = tcp_listeners(uid)
+    # The dashboard runs as an account of its own (issue 13), so its proxy is that account's.
+    dash_account = runtime_account.account_name(OWNER, SLUG)
+    listeners = tcp_listeners(uid) + tcp_listeners(pwd.getpwnam(dash_account).pw_uid)
     kinds = {port: kind_of(proc) for port, proc in listeners}
+    account_of = {port: proc.username() for port, proc in listeners}
     others = {port: " ".join(proc.cmdline())[:200] for port, proc in listeners if kinds[port] == "other"}
     assert not others, f"{OWNER} has TCP listeners that are neither a hub-authenticated front nor a kernel: {others}"
     fronts = [port for port, kind in kinds.items() if kind == "hub-authenticated"]
-    assert len(fronts) >= 2, f"expected the lab and the dashboard proxy on TCP, found {listeners}"
+    assert {account_of[p] for p in fronts} == {OWNER, dash_account}, \
+        f"expected the lab ({OWNER}) and the dashboard proxy ({dash_account}) on TCP, found {listeners}"
 
-    # The hub-authenticated fronts answer their owner (and root: the proxy) -- a login redirect
-    # without a token -- and give another account no answer at all (the loopback filter).
+    # The hub-authenticated fronts answer their own account (and root: the proxy) -- a login
+    # redirect without a token -- and give another account no answer at all (the loopback filter).
     channels = f"/user/{OWNER}/api/kernels/{running['kernel']}/channels"
     for port in fronts:
-        owner_sees = run_as(OWNER, HTTP_PROBE, str(port), json.dumps(HTTP_PATHS[:1]), channels, "30")
-        assert all(r["status"] is not None for r in owner_sees), f"{OWNER} gets no answer on its own port {port}"
+        own = run_as(account_of[port], HTTP_PROBE, str(port), json.dumps(HTTP_PATHS[:1]), channels, "30")
+        assert all(r["status"] is not None for r in own), f"{account_of[port]} gets no answer on its own port {port}"
         for r in run_as(ATTACKER, HTTP_PROBE, str(port), json.dumps(HTTP_PATHS), channels, "3"):
             where = f"{ATTACKER} GET 127.0.0.1:{port}{r['path']}"
             assert r["status"] in (None, 302, 401, 403, 404), f"{where}: {r['status']} {r['body'][:300]}"
@@ -353,8 +361,11 @@ def test_a_server_a_user_starts_in_a_terminal_answers_only_its_owner_and_root(ds
     home = accounts.prepare_user(d, OWNER)
     accounts.prepare_user(d, ATTACKER)
     assert {pwd.getpwnam(OWNER).pw_uid, pwd.getpwnam(ATTACKER).pw_uid} <= loopback.admitted()
+    # Its own session: killing runuser alone would leave the server behind (then the next run's
+    # listener inventory finds it).
     server = subprocess.Popen([RUNUSER, "-u", OWNER, "--", sys.executable, "-c", TERMINAL_SERVER],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(home))
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(home),
+                              start_new_session=True)
     try:
         assert server.stdout is not None
         port = str(json.loads(server.stdout.readline())["port"])
@@ -367,5 +378,5 @@ def test_a_server_a_user_starts_in_a_terminal_answers_only_its_owner_and_root(ds
         seen["root"] = c.getresponse().status
         assert seen == {OWNER: 200, ATTACKER: None, "nobody": 200, "root": 200}, seen
     finally:
-        server.kill()
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
