@@ -4,8 +4,8 @@ SHELL := /bin/bash
 PY_BASE ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-APT_RUNTIME := nginx-light gdal-bin nftables slurm-wlm munge sudo
-APT_TEST := chromium
+APT_RUNTIME := nginx-light gdal-bin nftables slurm-wlm munge sudo prometheus prometheus-node-exporter acl
+APT_TEST := chromium fonts-noto-cjk
 CONFIG ?= hub/lunarhub.yaml
 
 .PHONY: install install-test up down status test test-fast lint typecheck bench clean-state
@@ -21,10 +21,19 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# Our JupyterLab extension, built from its TypeScript source at install (npm packages pinned by
+# its yarn.lock; nothing is fetched at run time): extensions/lunarhub-lab/README.md.
+LAB_EXT := extensions/lunarhub-lab
+$(VENV)/.installed-lab: $(VENV)/.installed $(addprefix $(LAB_EXT)/,package.json yarn.lock pyproject.toml tsconfig.json) \
+		$(wildcard $(LAB_EXT)/src/*.ts $(LAB_EXT)/style/* $(LAB_EXT)/lunarhub_lab/*.py \
+		$(LAB_EXT)/lunarhub_lab/locale/*/LC_MESSAGES/*.json $(LAB_EXT)/jupyter-config/*/*.json)
+	$(BIN)/pip install -q ./$(LAB_EXT)
+	touch $@
+
 node_modules/.bin/configurable-http-proxy: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
-install: $(VENV)/.installed node_modules/.bin/configurable-http-proxy
+install: $(VENV)/.installed $(VENV)/.installed-lab node_modules/.bin/configurable-http-proxy
 	@scripts/system-deps.sh $(APT_RUNTIME)
 	@scripts/open-path.sh "$(CURDIR)"
 

@@ -93,6 +93,7 @@ def main() -> int:
     from lunarhub.dashboards.store import Store
 
     work = open_tmpdir("bench-backup")
+    (work / "stack").mkdir(mode=0o755)  # the sites' accounts traverse it to their data
     s = make_stack(work / "stack", 1, dashboards=True)
     rows = {}
     try:

@@ -19,6 +19,20 @@ def open_catalog(*args: Any, **kwargs: Any) -> Any:
     return _open(*args, **kwargs)
 
 
+def cluster_for(*args: Any, **kwargs: Any) -> Any:
+    """A dask cluster at a catalog entry's site (see lunarhub.compute.placement)."""
+    from lunarhub.compute.placement import cluster_for as _cluster_for
+
+    return _cluster_for(*args, **kwargs)
+
+
+def at_site(*args: Any, **kwargs: Any) -> Any:
+    """`fn(entry.read())` computed at the entry's site, its result returned (lunarhub.compute.placement)."""
+    from lunarhub.compute.placement import at_site as _at_site
+
+    return _at_site(*args, **kwargs)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return importlib.import_module(f"{__name__}.{name}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from support.dashboards_helpers import start_dash_stack, stop_dash_stack  # noqa: E402
 from support.stack import Stack, make_stack, open_tmpdir, require_root  # noqa: E402
 
 
@@ -30,3 +31,12 @@ def stack() -> Iterator[Stack]:
     yield s
     s.cli("down", check=False, timeout=240)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dashboards_stack() -> Iterator[Stack]:
+    """One stack with dashboards for the modules that borrow it through
+    `support.dashboards_helpers.for_module` (each uses slugs of its own)."""
+    s, tmp = start_dash_stack()
+    yield s
+    stop_dash_stack(s, tmp)

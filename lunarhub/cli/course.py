@@ -1,4 +1,4 @@
-"""`lunarhub course create|status|reset` for instructors (lunarhub.courses.manage)."""
+"""`lunarhub course …`: the course page's operations for operators and scripts (lunarhub.courses.manage)."""
 
 from __future__ import annotations
 
@@ -10,5 +10,6 @@ from lunarhub.courses import manage
 
 def register(sub: argparse._SubParsersAction) -> None:
     delegated.register(sub, "course", manage.build_parser(), manage.run,
-                       "courses for instructors: students, tutorials, progress "
-                       "(course create NAME --roster CSV | status NAME | reset NAME STUDENT NB)")
+                       "courses: rosters, instructors' access, material, progress, class start "
+                       "(course list | new NAME --instructor U | create NAME --roster CSV | add | remove | "
+                       "status | reset | start-all | stop-all | material | end | sync)")

@@ -14,7 +14,20 @@ from collections.abc import Sequence
 from types import ModuleType
 
 import lunarhub
-from lunarhub.cli import audit, backup, catalog, config, course, credentials, doctor, render, stack, users
+from lunarhub.cli import (
+    audit,
+    backup,
+    catalog,
+    config,
+    course,
+    credentials,
+    doctor,
+    monitoring,
+    render,
+    stack,
+    users,
+)
+from lunarhub.cli import usage as usage_cli
 from lunarhub.cli.options import add_config_option, merge_config
 from lunarhub.config import ConfigError
 from lunarhub.dashboards.publishing import cli as publishing
@@ -23,7 +36,7 @@ from lunarhub.platform import hubclient
 # (heading, modules whose register() adds the commands under it), in the order --help lists them.
 GROUPS: tuple[tuple[str, tuple[ModuleType, ...]], ...] = (
     ("operator commands (on the machine that hosts the stack)",
-     (stack, config, users, credentials, audit, backup, catalog, render, course)),
+     (stack, config, users, credentials, audit, backup, monitoring, usage_cli, catalog, render, course)),
     ("in-server commands (as a user, in their JupyterLab server's terminal or notebook)",
      (publishing, doctor)),
 )

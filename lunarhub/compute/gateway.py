@@ -85,7 +85,10 @@ def refusal_for_new_cluster(d: Deployment, username: str, active: int) -> str | 
         return (f"you already have {active} active dask cluster(s); the limit is "
                 f"{limits.max_clusters} ({limits.where('max_clusters')}). "
                 "Shut one down first (cluster.shutdown() or Gateway().stop_cluster(name)).")
-    return None
+    from lunarhub.operations import usage
+
+    # The groups' monthly core-hours (groups.<g>.core_hours_per_month), checked at each start.
+    return usage.quota_refusal(d, username, "dask cluster")
 
 
 def check_request(limits: UserLimits, worker_cores: int, worker_memory_gb: float, workers: int) -> None:

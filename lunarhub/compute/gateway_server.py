@@ -343,6 +343,7 @@ def front_routes(prefix: str) -> list[Any]:
         (prefix + cl + r"(?P<path>/.*/ws)", DashboardWebSocket),
         (prefix + cl + r"(?P<path>/.*)?", DashboardProxy),
         (prefix + r"/clusters(?:/.*)?", Refused, {"status": 404, "message": "name a cluster: clusters/<name>/"}),
+        (prefix + r"/lunarhub/egress", EgressReport),
         (prefix + r"(?P<path>/.*)?", PassThrough),
     ]
 
@@ -403,6 +404,39 @@ class Refused(_FrontChecks, web.RequestHandler):
 
     def prepare(self) -> None:
         raise web.HTTPError(self.status, self.message)
+
+
+class EgressReport(_FrontChecks, web.RequestHandler):
+    """A site cluster's scheduler reports what it sent or refused (lunarhub.compute.egress); the
+    site's audit log is written here, as root. Authenticated by the cluster's own API token, and
+    only about that cluster's owner."""
+
+    def check_xsrf_cookie(self) -> None:
+        pass  # token-authenticated, never a browser's
+
+    async def post(self) -> None:
+        import hmac
+        import json
+
+        from lunarhub.compute import site_gateway
+
+        backend = self.settings["backend"]
+        site = getattr(backend, "lunarhub_site", None)
+        if site is None:
+            raise web.HTTPError(404, "this gateway meters no at-site data")
+        try:
+            body = json.loads(self.request.body)
+            name, datasets, refused = str(body["cluster"]), dict(body["datasets"]), bool(body["refused"])
+            sizes = {str(k): int(v) for k, v in datasets.items()}
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPError(400, "expected JSON {cluster, datasets: {path: bytes}, refused}") from None
+        auth = self.request.headers.get("Authorization", "")
+        cluster = backend.db.get_cluster(name)
+        if cluster is None or not auth.startswith("token ") or \
+                not hmac.compare_digest(auth.removeprefix("token ").encode(), cluster.token.encode()):
+            raise web.HTTPError(403, "not this cluster's token")
+        site_gateway.record_egress(backend.deployment(), site, cluster.username, cluster.name, sizes, refused)
+        self.set_status(204)
 
 
 class PassThrough(_FrontChecks, web.RequestHandler):

@@ -125,6 +125,11 @@ def hub_services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, An
 def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
     """Where a user's server finds each site gateway the user has an account at."""
     env: dict[str, str] = {}
+    if sites(d):
+        # Which sites compute on their own gateway: lunarhub.compute.placement asks there, or says why not.
+        from lunarhub.compute.placement import SITE_GATEWAYS_ENV
+
+        env[SITE_GATEWAYS_ENV] = ",".join(sites(d))
     if gateway.user_limits(d, username) is None:
         return env
     for site in sites(d):
@@ -150,6 +155,49 @@ def client(site: str, **kwargs: Any) -> Any:
 
 
 # ---------------------------------------------------------------- in the gateway process
+
+
+EGRESS_COMPONENT = "egress-{site}"
+EGRESS_PATH = "/lunarhub/egress"
+
+
+def egress_component(site: str) -> str:
+    return EGRESS_COMPONENT.format(site=site)
+
+
+def egress_taken(d: Deployment, site: str, username: str) -> dict[str, int]:
+    """dataset -> bytes of at-site results `username` already took from `site` (the audit log)."""
+    from lunarhub.platform import audit
+
+    out: dict[str, int] = {}
+    for e in audit.read(d, [egress_component(site)], event="egress", user=username, refused=False):
+        out[e["dataset"]] = out.get(e["dataset"], 0) + int(e.get("bytes", 0))
+    return out
+
+
+def egress_environment(d: Deployment, site: str, username: str, cluster: str) -> dict[str, str]:
+    """LUNARHUB_EGRESS for the scheduler of `username`'s cluster at `site` (lunarhub.compute.egress)."""
+    import json
+
+    from lunarhub.compute import egress
+    from lunarhub.data import entitlement
+
+    metered = entitlement.at_site_paths(d, username, site)
+    conf = {"user": username, "site": site, "budget": entitlement.egress_budget_bytes(d, username),
+            "budget_key": entitlement.egress_budget_key(d, username), "metered": metered,
+            "used": egress_taken(d, site, username) if metered else {},
+            "report_url": f"{service_url(d, site)}{prefix(site)}{EGRESS_PATH}"}
+    return {egress.ENV: json.dumps(conf), "LUNARHUB_EGRESS_CLUSTER": cluster}
+
+
+def record_egress(d: Deployment, site: str, username: str, cluster: str, datasets: dict[str, int],
+                  refused: bool) -> None:
+    """The site's audit log: bytes per user per dataset taken out (or refused) at `site`."""
+    from lunarhub.platform import audit
+
+    for dataset, n in sorted(datasets.items()):
+        audit.record(d, egress_component(site), "egress", user=username, site=site, dataset=dataset,
+                     bytes=int(n), refused=bool(refused), cluster=cluster)
 
 
 def controller_refusal(d: Deployment, site: str) -> str | None:
@@ -196,6 +244,49 @@ def configure_local(c: Any, config_file: str, site: str) -> None:
 
         def _options_for(self, user: Any) -> Any:
             return self._rendered_options(user)
+
+        lunarhub_site = site
+
+        async def do_as_user(self, user: str, action: str, **kwargs: Any) -> Any:
+            """As upstream's (jobqueue base), but jobs are submitted with the user's job group
+            (lunarhub.data.local_reads), which gives them exactly the user's reads on the site's disk."""
+            import json
+
+            from lunarhub.data import local_reads
+
+            gid = local_reads.gid_for_jobs(site, user) if action == "start" else None
+            cmd = ["sudo", "-nHu", user, *(["-g", f"#{gid}"] if gid is not None else []),
+                   self.dask_gateway_jobqueue_launcher]
+            kwargs["action"] = action
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, env={}, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate(json.dumps(kwargs).encode("utf8"))
+            stdout, stderr = out.decode("utf8", "replace"), err.decode("utf8", "replace")
+            if proc.returncode != 0:
+                raise Exception("Error running `dask-gateway-jobqueue-launcher`\n"
+                                f"  returncode: {proc.returncode}\n  stdout: {stdout}\n  stderr: {stderr}")
+            result = json.loads(stdout)
+            if not result["ok"]:
+                raise Exception(result["error"])
+            return result["returncode"], result["stdout"], result["stderr"]
+
+        def get_worker_env(self, cluster: Any) -> dict[str, str]:
+            from lunarhub.data import local_reads
+
+            env = super().get_worker_env(cluster)
+            env.update(local_reads.local_root_env(self.deployment(), site))
+            return env
+
+        def get_scheduler_env(self, cluster: Any) -> dict[str, str]:
+            env = super().get_scheduler_env(cluster)
+            env.update(egress_environment(self.deployment(), site, cluster.username, cluster.name))
+            return env
+
+        def get_scheduler_command(self, cluster: Any) -> list[str]:
+            cmd = super().get_scheduler_command(cluster)
+            n = len(cluster.config.scheduler_cmd)
+            return [*cmd[:n], "--preload", "lunarhub.compute.egress", *cmd[n:]]
 
         async def start_cluster(self, user: Any, cluster_options: dict) -> str:
             # Said before anything is submitted: sbatch against a stopped controller only fails

@@ -14,7 +14,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -118,6 +118,11 @@ class Institution(Strict):
     country: Literal["RU", "CN"] = Field(description="Country of the institute; decides `ru-only`/`cn-only` data.")
     site: str | None = Field(None, description="Name of the institute's data site (a key of `sites`).",
                              examples=["ru"])
+    ui_language: Language | None = Field(
+        None, description="JupyterLab's language for members (the institute of a user's first group with one "
+                          "decides; `users.<name>.ui_language` overrides): written as the user's default at "
+                          "server start, changeable in Settings → Language. None: English.",
+        examples=["ru"])
 
 
 class Profile(Strict):
@@ -161,6 +166,16 @@ class Group(Strict):
         examples=[["partners"]],
     )
     dask: GroupLimits | None = Field(None, description="Dask-gateway limits of members; none: no clusters.")
+    core_hours_per_month: float | None = Field(
+        None, gt=0, description="Core-hours (servers and dask clusters of all members together, per calendar "
+                                "month in UTC) after which members' servers and clusters no longer start; "
+                                "none: no quota (`lunarhub usage`, docs/operations.md).")
+    egress_budget_mb: float = Field(
+        1.0, ge=0,
+        description="What a member may take out of a site's cluster from each `at-site` dataset they may only "
+                    "compute on (sites.<name>.at_site), in MB (10^6 bytes), summed over all their clusters: "
+                    "results over it are refused naming this key (docs/data-sites.md, \"Computed on, not taken away\").",
+        examples=[0.05])
 
 
 class User(Strict):
@@ -170,6 +185,9 @@ class User(Strict):
                               examples=[["ru-science"]])
     full_name: str | None = Field(None, description="Shown on the hub's pages.")
     email: str | None = Field(None, description="Contact address (not used for login).")
+    ui_language: Language | None = Field(None, description="JupyterLab's default language for this user, "
+                                                           "instead of their institute's `ui_language`.",
+                                         examples=["zh"])
 
 
 # A project is a hub user of this name (its server is what members open) running as the system
@@ -427,12 +445,22 @@ class Dashboards(Strict):
                                     description="Per-user caps on what the gallery stores and shows.")
 
 
+class CoursesService(Strict):
+    """The course page for instructors (/services/courses/, docs/tutorials.md)."""
+
+    enabled: bool = Field(True, description="Run the courses service (instructors' classes without a root shell).")
+    port: int = Field(8040, ge=1, le=65535, description="The service's port on 127.0.0.1 (hub-authenticated).")
+    start_concurrency: int = Field(0, ge=0, le=64, description="How many students' servers **start all** starts "
+                                                               "at once; 0: one per CPU core.")
+
+
 class Services(Strict):
     """Hub services."""
 
     idle_culler: IdleCuller = Field(default_factory=IdleCuller, description="Stops idle user servers.")
     dask_gateway: DaskGateway = Field(default_factory=DaskGateway, description="Dask clusters for users.")
     dashboards: Dashboards = Field(default_factory=Dashboards, description="Published Panel dashboards.")
+    courses: CoursesService = Field(default_factory=CoursesService, description="Instructors' course page.")
 
 
 class SiteCompute(Strict):
@@ -485,6 +513,13 @@ class Site(Strict):
                                       examples=["2026-01-01"])
     compute: SiteCompute = Field(default_factory=SiteCompute,
                                  description="Where the site's dask clusters run (`kind: local|slurm`).")
+    at_site: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="`at-site` datasets: path on the site (under its policy folder) -> groups that may compute on "
+                    "it at the site without being entitled to download it. The site refuses their raw downloads; "
+                    "the site's own workers read it for them (with `compute.kind: slurm`; on other sites nobody "
+                    "computes on it) and what their clusters return is metered and held to `groups.<g>.egress_budget_mb` (docs/data-sites.md).",
+        examples=[{"ru-only/polar/boguslawsky_sps.tif": ["cn-science"]}])
 
     @model_validator(mode="after")
     def _where(self) -> Site:
@@ -576,6 +611,38 @@ class Operations(Strict):
     backup: BackupPlan | None = Field(None, description="Scheduled backups; none: only `lunarhub backup` by hand.")
 
 
+class Monitoring(Strict):
+    """Prometheus and its exporters, started by `lunarhub up` (docs/operations.md, "Monitoring"). Every
+    listener is on loopback, answers only with the password in the secrets dir, and runs as the
+    `prometheus` account behind the loopback filter (docs/security.md, "Monitoring")."""
+
+    enabled: bool = Field(False, description="Run Prometheus, the node exporter and lunarhub's exporter under "
+                                             "the supervisor (Debian's `prometheus` and `prometheus-node-exporter`).")
+    port: int = Field(9090, ge=1, le=65535, description="Port of Prometheus on 127.0.0.1 (API and alerts).")
+    node_exporter_port: int = Field(9100, ge=1, le=65535,
+                                    description="Port of the node exporter on 127.0.0.1 (machine metrics and "
+                                                "lunarhub's own: sites, gateways, backups, the state dir's disk).")
+    dashboard_port: int = Field(8030, ge=1, le=65535, description="Port of the operators' dashboard on "
+                                                                 "127.0.0.1 (the hub serves it at "
+                                                                 "`/services/operator-dashboard/`, admins only).")
+    scrape_interval_seconds: float = Field(15, ge=0.5, le=3600, description="How often every target is scraped.")
+    evaluation_interval_seconds: float = Field(15, ge=0.5, le=3600,
+                                               description="How often recording rules and alerts are evaluated.")
+    exporter_interval_seconds: float = Field(15, ge=0.5, le=3600,
+                                             description="How often lunarhub's exporter reads the sites' access "
+                                                         "logs and probes the sites and gateways.")
+    alert_for_seconds: float | None = Field(None, ge=0, le=86_400,
+                                            description="How long a condition must hold before its alert fires, "
+                                                        "for every alert; none: each alert's own `for:` in "
+                                                        "hub/monitoring/alerts.yml.")
+    spawn_p95_threshold_seconds: float = Field(60, gt=0, description="Alert `SpawnSlow` fires when the 95th "
+                                                                     "percentile of server spawn times over 10 "
+                                                                     "minutes is above this.")
+    disk_full_ratio: float = Field(0.9, gt=0, le=1, description="Alert `StateDiskFull` fires when the state "
+                                                                "dir's file system is fuller than this.")
+    retention_days: int = Field(30, ge=1, le=3650, description="Days of metrics Prometheus keeps.")
+
+
 def default_location(key: PathKey) -> Path:
     """Where the default deployment file has a `paths` entry: for code that runs without a
     deployment at hand (a kernel's `lunarhub catalog validate`, the data build, a doctor)."""
@@ -587,6 +654,11 @@ class Deployment(Strict):
 
     name: str = Field("lunarhub", description="The deployment's name, shown on the hub's pages.",
                       examples=["Joint Lunar Data Center"])
+    title: Texts | None = Field(None, description="The deployment's name in each interface language, on the "
+                                                  "hub's pages (title, header, login); default: `name` in every "
+                                                  "language.",
+                                examples=[{"en": "Joint Lunar Data Center", "ru": "Совместный центр лунных данных",
+                                           "zh": "联合月球数据中心"}])
     state_dir: str = Field("../.state", description="Hub database, secrets, logs, dashboards store.")
     secrets_dir: str | None = Field(None, description="Folder of generated secrets; default: "
                                                       "`<state_dir>/secrets`.")
@@ -612,6 +684,8 @@ class Deployment(Strict):
     paths: Paths = Field(default_factory=Paths, description="Files outside the Python package.")
     operations: Operations = Field(default_factory=Operations, description="Scheduled operator tasks "
                                                                            "(backups: docs/operations.md).")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Prometheus, alerts and the "
+                                                                           "exporters (docs/operations.md).")
 
     # Where the file was loaded from; relative paths in it resolve against it.
     _base_dir: Path = PrivateAttr(default=DEFAULT_CONFIG.parent)
@@ -678,6 +752,15 @@ class Deployment(Strict):
                 elif self.groups[gname].dask is None:
                     problems.append((("sites", sname, "compute", "partitions", gname),
                                      f"group {gname!r} has no dask block (groups.{gname}.dask): it may not run clusters"))
+            for path, groups in site.at_site.items():
+                akey = ("sites", sname, "at_site", path)
+                parts = path.split("/")
+                if parts[0] not in get_args(Policy) or len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
+                    problems.append((akey, f"not a file under a policy folder ({', '.join(get_args(Policy))}): "
+                                          "write it as on the site, e.g. ru-only/polar/boguslawsky_sps.tif"))
+                for g in groups:
+                    if g not in self.groups:
+                        problems.append((akey, f"unknown group {g!r}"))
         for iname, inst in self.institutions.items():
             if inst.site and inst.site not in self.sites:
                 problems.append((("institutions", iname, "site"), f"unknown site {inst.site!r}"))
@@ -759,6 +842,12 @@ class Deployment(Strict):
                         self.services.dask_gateway.scheduler_proxy_port))
         if self.services.dashboards.enabled:
             out.append((("services", "dashboards", "port"), self.services.dashboards.port))
+        if self.services.courses.enabled:
+            out.append((("services", "courses", "port"), self.services.courses.port))
+        if self.monitoring.enabled:
+            out.append((("monitoring", "port"), self.monitoring.port))
+            out.append((("monitoring", "node_exporter_port"), self.monitoring.node_exporter_port))
+            out.append((("monitoring", "dashboard_port"), self.monitoring.dashboard_port))
         for sname, site in self.sites.items():
             if site.kind == "local" and site.port:
                 out.append((("sites", sname, "port"), site.port))

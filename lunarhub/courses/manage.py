@@ -1,18 +1,11 @@
-"""Courses: a student group of the deployment file, its roster, and tutorial copies in homes.
+"""`lunarhub course`: the operator's side of the courses service (same code: lunarhub.courses.ops),
+and the few helpers that act in a student's home *as the student* (:func:`as_owner`).
 
-Design (docs/tutorials.md): a course IS a group declared in the deployment file with
-role `student`, taught by an instructor group (`teaches: [...]`). The file stays the
-one place that says who may see whose server (RBAC is built from it at hub start),
-so `course create` never invents groups or permissions; it refuses an undeclared group
-with the lines to add. What `course create` adds is operational: the students (roster
-overlay, as `lunarhub users import` does), their system accounts and homes, and a copy of
-the tutorials in each home.
-
-Copies are nbgitpuller-style: a file the student never touched is updated when the
-tutorial changes; a file the student edited is never overwritten; a deleted file comes
-back; `course reset` moves the student's copy aside and gives a clean one. What was
-delivered is remembered per home in `<course folder>/.lunarhub-course.json` (sha256 of
-each delivered file), which is how "edited" is told from "untouched".
+Courses, their rosters, instructors' access and the material are the courses service's
+(docs/tutorials.md): live courses need no deployment-file edit and no hub restart; a student group
+taught by an instructor group in the file is a course too. The material reaches students through
+nbgitpuller in their own servers (lunarhub.courses.material). `sync_home` (a copy made as the
+student, nbgitpuller-style rules) remains for scripts that prepare homes without a server.
 """
 
 from __future__ import annotations
@@ -30,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lunarhub.config import ConfigError, Deployment, Role, default_location
-from lunarhub.files import write_atomic
+from lunarhub.config import ConfigError, Deployment, default_location
 
 # The default layout's tutorials; a deployment's own are at its `paths.tutorials`.
 TUTORIALS = default_location("tutorials")
@@ -41,27 +33,6 @@ MANIFEST = ".lunarhub-course.json"
 
 class CourseError(ValueError):
     """A course request that cannot be done, with what to change."""
-
-
-# ---------------------------------------------------------------- model checks
-
-
-def check_course_group(d: Deployment, name: str) -> list[str]:
-    """The course group must be a declared student group taught by someone; returns its instructor groups."""
-    group = d.groups.get(name)
-    if group is None:
-        raise CourseError(
-            f"unknown group {name!r}: declare the course in the deployment file first, e.g.\n"
-            f"  groups:\n    {name}: {{role: student, description: {{en: ...}}}}\n"
-            f"    instructors: {{role: instructor, teaches: [..., {name}]}}\n"
-            f"(groups defined: {', '.join(sorted(d.groups))})")
-    if group.role is not Role.student:
-        raise CourseError(f"group {name!r} has role {group.role.value!r}; a course group needs role 'student'")
-    teachers = sorted(g for g, grp in d.groups.items() if name in grp.teaches)
-    if not teachers:
-        raise CourseError(f"no group teaches {name!r}: add it to `teaches` of an instructor group in the "
-                          "deployment file (that is what gives instructors access to the students' servers)")
-    return teachers
 
 
 def course_folder_name(name: str) -> str:
@@ -202,192 +173,61 @@ def reset_notebook(d: Deployment, course: str, username: str, notebook: str,
     return backup
 
 
-# ---------------------------------------------------------------- progress
-
-
-def notebook_progress(path: Path) -> str:
-    """not started / in progress / finished (every code cell run, no error output) / missing."""
-    if not path.exists():
-        return "missing"
-    try:
-        nb = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "unreadable"
-    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code" and "".join(c.get("source", "")).strip()]
-    ran = [c for c in code if c.get("execution_count")]
-    if not ran:
-        return "not started"
-    errors = any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
-    return "finished" if len(ran) == len(code) and not errors else "in progress"
-
-
-# ---------------------------------------------------------------- state
-
-
-def _state_file(d: Deployment, name: str) -> Path:
-    return d.state_path / "courses" / f"{name}.json"
-
-
-def load_course(d: Deployment, name: str) -> dict | None:
-    p = _state_file(d, name)
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
-
-
-def _save_course(d: Deployment, name: str, data: dict) -> None:
-    p = _state_file(d, name)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(p, json.dumps(data, indent=1, sort_keys=True), 0o644)
-
-
-def courses_of(d: Deployment, username: str) -> list[str]:
-    folder = d.state_path / "courses"
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.glob("*.json")
-                  if username in json.loads(p.read_text(encoding="utf-8")).get("students", []))
-
-
 # ---------------------------------------------------------------- hub component
 
 
 def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
-    """At each spawn (as root, home prepared): bring the student's tutorial copies up to date,
-    so new tutorial versions arrive at the next login, as with nbgitpuller links."""
-    names = courses_of(d, username)
-    for course in names:
-        try:
-            sync_home(d, course, username)
-        except OSError as exc:  # a full disk must not stop the server; the student keeps old copies
-            print(f"lunarhub.courses.manage: could not update {course} for {username}: {exc}", file=sys.stderr)
+    """The student's courses, for notebooks that want to know; nothing is written at spawn (the
+    student's own server pulls the material: lunarhub.courses.material)."""
+    from lunarhub.courses import records
+
+    try:
+        names = [c.name for c in records.courses_of_student(d, username)]
+    except (OSError, ValueError) as exc:  # a broken record must not stop anybody's server
+        print(f"lunarhub.courses: courses of {username} unknown: {exc}", file=sys.stderr)
+        return {}
     return {"LUNARHUB_COURSES": ",".join(names)} if names else {}
 
 
 # ---------------------------------------------------------------- commands
 
 
-def create(base: Deployment, name: str, roster_text: str, roster_source: str,
-           instructor: str | None = None, live: bool = True) -> list[str]:
-    """Create or update a course; idempotent. Returns lines to print."""
-    from lunarhub.config import roster, secrets
-    from lunarhub.platform import accounts
-
-    d = roster.effective(base)
-    teachers = check_course_group(d, name)
-    rows = roster.parse_roster(_with_course_group(roster_text, name), roster_source, d)
-    out: list[str] = []
-    if instructor:
-        user = d.users.get(instructor)
-        if user is None:
-            raise CourseError(f"unknown instructor {instructor!r}: add them first (lunarhub users add)")
-        if not set(user.groups) & set(teachers):
-            if len(teachers) != 1:
-                raise CourseError(f"{instructor!r} teaches no group of {name!r}; add them to one of "
-                                  f"{', '.join(teachers)}")
-            d = roster.set_user(base, instructor, user.groups + teachers, user.full_name)
-            out.append(f"{instructor}: added to {teachers[0]} (teaches {name})")
-    for username, groups, full in rows:
-        current = d.users.get(username)
-        merged = sorted(set(current.groups if current else []) | set(groups))
-        if current is None or set(current.groups) != set(merged) or (full and current.full_name != full):
-            d = roster.set_user(base, username, merged, full or (current.full_name if current else None))
-    students = [r[0] for r in rows]
-    if live:
-        out += _apply_to_hub(d, students + ([instructor] if instructor else []))
-    passwords = secrets.ensure_passwords(d, students) if d.auth.kind == "password" else {}
-    for username in students:
-        accounts.prepare_user(d, username)  # system account and private home (as at first spawn)
-        rep = sync_home(d, name, username)
-        out.append(f"{username}: {len(rep.added)} new, {len(rep.updated)} updated, "
-                   f"{len(rep.kept_edited)} edited (kept)")
-    previous = load_course(d, name) or {}
-    _save_course(d, name, {"group": name, "students": sorted(set(previous.get("students", [])) | set(students)),
-                           "instructors": sorted({u for g in teachers for u in d.members(g)}),
-                           "notebooks": tutorial_files(d.location("tutorials")), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    for u, p in passwords.items():
-        out.append(f"  password for {u}: {p}")
-    return out
-
-
-def _with_course_group(text: str, course: str) -> str:
-    """Roster rows may omit the group column: the course group is implied (and always added)."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    for i, row in enumerate(csv.reader(io.StringIO(text))):
-        if not row or row[0].strip().startswith("#"):
-            w.writerow(row)
-            continue
-        if i == 0 and row[0].strip().lower() in ("username", "user", "name"):
-            w.writerow(row)
-            continue
-        groups = (row[1] if len(row) > 1 else "").replace(";", " ").split()
-        if course not in groups:
-            groups.append(course)
-        w.writerow([row[0], " ".join(groups), *row[2:]])
-    return buf.getvalue()
-
-
-def _apply_to_hub(d: Deployment, names: list[str]) -> list[str]:
-    """Mirror users and groups into the running hub; restart it once so instructors' per-student
-    access filters include the new students (lunarhub.platform.hub.roles builds them at hub start)."""
-    from lunarhub.platform import hubclient as hubapi
-    from lunarhub.platform import lifecycle
-
-    try:
-        api = hubapi.HubAPI(d)
-        for n in names:
-            api.ensure_user(n, d.users[n].groups, list(d.groups))
-    except hubapi.HubUnavailable:
-        return ["(hub not running: applied at next `lunarhub up`)"]
-    lifecycle.restart_hub(d)
-    return ["(applied to the running hub; hub restarted to update instructors' access)"]
-
-
-def status(d: Deployment, name: str) -> list[str]:
-    from lunarhub.platform import hubclient as hubapi
-
-    info = load_course(d, name)
-    if info is None:
-        raise CourseError(f"no course {name!r} (create it with `lunarhub course create {name} --roster CSV`)")
-    running: dict[str, str] = {}
-    try:
-        for u in hubapi.HubAPI(d).users():
-            srv = (u.get("servers") or {}).get("")
-            running[u["name"]] = "running" if srv and srv.get("ready") else "stopped"
-    except (hubapi.HubUnavailable, RuntimeError) as exc:  # status still shows progress without the hub
-        print(f"lunarhub course: server states unknown: {exc}", file=sys.stderr)
-    notebooks = info.get("notebooks") or tutorial_files(d.location("tutorials"))
-    short = [n.split("-")[0] for n in notebooks]
-    lines = [f"course {name}: {len(info['students'])} students; instructors: {', '.join(info['instructors'])}",
-             f"{'student':20s} {'server':8s} " + " ".join(f"{s:>6s}" for s in short)]
-    marks = {"finished": "done", "in progress": "part", "not started": "-", "missing": "gone", "unreadable": "?"}
-    for student in info["students"]:
-        try:
-            folder = home_of(d, student) / course_folder_name(name)
-            cells = [marks[notebook_progress(folder / n)] for n in notebooks]
-        except KeyError:
-            cells = ["?"] * len(notebooks)
-        lines.append(f"{student:20s} {running.get(student, 'unknown'):8s} " + " ".join(f"{c:>6s}" for c in cells))
-    lines.append("done = every code cell run without error; part = started; - = untouched; gone = deleted")
-    return lines
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lunarhub course", description="Courses: students, tutorials, progress")
+    p = argparse.ArgumentParser(prog="lunarhub course",
+                                description="Courses (the course page's operations, for operators and scripts)")
     p.add_argument("--config", help="deployment YAML (default: $LUNARHUB_CONFIG or hub/lunarhub.yaml)")
     sub = p.add_subparsers(dest="action", required=True)
-    c = sub.add_parser("create", help="create or update a course (idempotent)")
-    c.add_argument("name", help="a student group of the deployment file")
-    c.add_argument("--roster", required=True, help="CSV username[,groups][,full_name]; the course group is implied")
-    c.add_argument("--instructor", help="a user who teaches the course (added to its instructor group)")
-    s = sub.add_parser("status", help="who runs a server and who finished which notebook")
+    sub.add_parser("list", help="every course, live and declared")
+    n = sub.add_parser("new", help="a live course (no deployment-file edit, no hub restart)")
+    n.add_argument("name")
+    n.add_argument("--instructor", required=True, help="an instructor (or admin) of the deployment")
+    for lang in ("en", "ru", "zh"):
+        n.add_argument(f"--title-{lang}", default="")
+    n.add_argument("--git", default="", help="material from this git repository (read as the instructor)")
+    n.add_argument("--branch", default="main")
+    c = sub.add_parser("create", help="import a roster into a course (a live course is made first with --instructor)")
+    c.add_argument("name", help="a course (live, or a student group of the deployment file)")
+    c.add_argument("--roster", required=True, help="CSV username[,full_name], checked as a whole")
+    c.add_argument("--instructor", help="for a course that does not exist yet: make it, taught by this user")
+    a = sub.add_parser("add", help="add one student")
+    a.add_argument("name")
+    a.add_argument("student")
+    a.add_argument("--full-name", default="")
+    rm = sub.add_parser("remove", help="remove one student (instructors' access to their server ends)")
+    rm.add_argument("name")
+    rm.add_argument("student")
+    s = sub.add_parser("status", help="servers and progress per student and notebook")
     s.add_argument("name")
-    r = sub.add_parser("reset", help="give a student a clean copy of a tutorial (their copy is kept aside)")
+    s.add_argument("--json", action="store_true")
+    r = sub.add_parser("reset", help="a clean copy of one notebook for one student (theirs kept aside)")
     r.add_argument("name")
     r.add_argument("student")
     r.add_argument("notebook")
+    for verb in ("start-all", "stop-all", "end", "material", "sync"):
+        sub.add_parser(verb, help={"start-all": "start every student's server (bounded concurrency) and pull",
+                                   "stop-all": "stop every student's server", "end": "end the course (access revoked)",
+                                   "material": "re-read the material's source", "sync": "re-make instructors' shares"}[verb]
+                       ).add_argument("name")
     return p
 
 
@@ -395,27 +235,83 @@ def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
 
 
+def _status_lines(d: Deployment, course: Any, as_json: bool) -> list[str]:
+    from lunarhub.courses import material, ops
+
+    rows = ops.class_progress(d, course)
+    if as_json:
+        return [json.dumps([r.to_json() for r in rows], indent=1)]
+    notebooks = material.notebooks(d, course.name)
+    short = [nb.split("-")[0] for nb in notebooks]
+    lines = [f"course {course.name}: {len(course.students)} students; instructors: {', '.join(course.instructors)}",
+             f"{'student':20s} {'server':8s} " + " ".join(f"{x:>9s}" for x in short)]
+    for row in rows:
+        lines.append(f"{row.name:20s} {row.server:8s} " + " ".join(f"{row.notebooks[nb].state:>9s}" for nb in notebooks))
+        lines += [f"    {nb}: {row.notebooks[nb].last_error}" for nb in notebooks if row.notebooks[nb].last_error]
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     """`lunarhub course` with parsed arguments (the `lunarhub` tree parses them with build_parser's)."""
     from lunarhub import config
     from lunarhub.config import roster
+    from lunarhub.courses import ops, records
+    from lunarhub.platform import hubclient
 
     try:
         base = config.load(args.config)
-        if args.action == "create":
-            path = Path(args.roster)
-            lines = create(base, args.name, path.read_text(encoding="utf-8"), str(path), args.instructor)
+        d = roster.effective(base)
+        lines: list[str] = []
+        if args.action == "list":
+            lines = [f"{c.name:20s} {'declared' if c.declared else 'live':8s} {len(c.students):3d} students  "
+                     f"{'ended' if c.ended else ''} {c.title.get('en', '')}" for c in records.all_courses(d)]
+        elif args.action == "new":
+            c = ops.create_course(d, args.name, args.instructor,
+                                  {"en": args.title_en, "ru": args.title_ru, "zh": args.title_zh},
+                                  args.git, args.branch)
+            lines = [f"course {c.name}: taught by {c.instructors[0]}; material {c.source['kind']}"]
+        elif args.action in ("create", "add"):
+            if args.action == "create":
+                path = Path(args.roster)
+                text, source = path.read_text(encoding="utf-8"), str(path)
+                if records.get(d, args.name) is None and args.instructor:
+                    ops.create_course(d, args.name, args.instructor)
+            else:
+                text, source = f"{args.student},{args.full_name}\n", "the command line"
+            result = ops.import_roster(base, args.name, text, source, None)
+            lines = [f"{u}: added to {args.name}" for u in result.added]
+            lines += [f"{u}: already in {args.name}" for u in result.already] + result.notes
+            lines += [f"  password for {u}: {p}" for u, p in result.passwords.items()]
+        elif args.action == "remove":
+            ops.remove_student(base, args.name, args.student, None)
+            lines = [f"{args.student}: removed from {args.name}; instructors' access to their server revoked"]
         elif args.action == "status":
-            lines = status(roster.effective(base), args.name)
-        else:
-            d = roster.effective(base)
-            check_course_group(d, args.name)
-            if args.student not in (load_course(d, args.name) or {}).get("students", []):
-                raise CourseError(f"{args.student!r} is not a student of {args.name!r}")
-            backup = reset_notebook(d, args.name, args.student, args.notebook)
-            lines = [f"{args.student}: clean copy of {args.notebook}"
-                     + (f"; their version kept as {backup.name}" if backup else "")]
-    except (CourseError, ConfigError, OSError) as exc:
+            lines = _status_lines(d, records.require(d, args.name, None), args.json)
+        elif args.action == "reset":
+            backup = ops.reset_notebook(base, args.name, args.student, args.notebook, None)
+            lines = [f"{args.student}: clean copy of {args.notebook}" + (f"; theirs kept as {backup}" if backup else "")]
+        elif args.action in ("start-all", "stop-all"):
+            course = records.require(d, args.name, None)
+
+            def show(b: ops.Batch) -> None:
+                j = b.to_json()
+                print(f"  {j['done']}/{j['total']} after {j['seconds']} s", file=sys.stderr)
+
+            batch = ops.run_batch(d, course, args.action.split("-")[0], on_progress=show).to_json()
+            lines = [f"{s}: {st}" + (f" ({batch['errors'][s]})" if s in batch["errors"] else "")
+                     for s, st in batch["states"].items()] + [f"{batch['done']}/{batch['total']} in {batch['seconds']} s"]
+            if batch["errors"]:
+                print("\n".join(lines))
+                return 1
+        elif args.action == "end":
+            ops.end_course(base, args.name, None)
+            lines = [f"course {args.name} ended: instructors' access to its students' servers revoked"]
+        elif args.action == "material":
+            changed = ops.update_material(d, records.require(d, args.name, None))
+            lines = [f"material of {args.name}: {'updated' if changed else 'unchanged'}"]
+        elif args.action == "sync":
+            lines = ops.sync_access(base, args.name)
+    except (records.CourseError, ConfigError, OSError, hubclient.HubUnavailable) as exc:
         print(f"lunarhub course: {exc}", file=sys.stderr)
         return 2
     print("\n".join(lines))

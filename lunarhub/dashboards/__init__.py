@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lunarhub.config import Deployment, secrets
+if TYPE_CHECKING:
+    from lunarhub.config import Deployment
+# Nothing heavy at import: every lab server imports this package at start (the Publish tile's entry
+# point, lunarhub.dashboards.publishing.form:setup); the deployment model alone costs ~0.3 CPU-s.
 
 SERVICE = "dashboards"
 PREFIX = f"/services/{SERVICE}/"
@@ -38,6 +41,8 @@ def hub_services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, An
         "display": True,
         "info": {"description": "Published Panel dashboards"},
     }
+    from lunarhub.config import secrets
+
     # Give the service a stable token so its API calls work right after a hub restart.
     svc["api_token"] = secrets.token(d, "dashboards-api-token")
     role = {

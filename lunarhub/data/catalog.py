@@ -79,6 +79,15 @@ class OutsideExtent(CatalogError):
     """A request for an area a dataset does not cover."""
 
 
+class AtSiteOnly(NotEntitled):
+    """An `at-site` dataset read outside its site's workers (or outside lunarhub.at_site)."""
+
+
+# The key of a task that reads at-site data: (AT_SITE_KEY, site, path, token). The site's scheduler
+# meters what such tasks (and what is computed from them) return to the client (lunarhub.compute.egress).
+AT_SITE_KEY = "lunarhub-at-site"
+
+
 # ---------------------------------------------------------------- site access
 
 
@@ -89,6 +98,7 @@ class SiteAccess:
     user: str | None = None
     password: str | None = None
     policies: set[str] = field(default_factory=lambda: {"open"})
+    at_site: set[str] = field(default_factory=set)
 
     @property
     def auth(self) -> tuple[str, str] | None:
@@ -113,9 +123,28 @@ def sites_from_env(environ: Mapping[str, str] | None = None) -> dict[str, SiteAc
         if not url:
             continue
         pol = env.get(f"{p}_POLICIES")
+        at_site = env.get(f"{p}_AT_SITE")
         out[name] = SiteAccess(name, url.rstrip("/"), env.get(f"{p}_USER"), env.get(f"{p}_PASSWORD"),
-                               set(pol.split(",")) if pol else {"open"})
+                               set(pol.split(",")) if pol else {"open"},
+                               set(at_site.split(",")) if at_site else set())
     return out
+
+
+def local_root(site: str, environ: Mapping[str, str] | None = None) -> Path | None:
+    """On a worker of `site`'s own cluster: the site's data folder (the site gateway sets
+    LUNARHUB_AT_SITE and LUNARHUB_SITE_<NAME>_LOCAL_ROOT in its jobs); elsewhere None."""
+    env = os.environ if environ is None else environ
+    root = env.get(f"{env_prefix(site)}_LOCAL_ROOT")
+    return Path(root) if root and env.get("LUNARHUB_AT_SITE") == site else None
+
+
+def _current_task_key() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker().get_current_task()
+    except (ImportError, ValueError):
+        return None
 
 
 _gdal_lock = threading.Lock()
@@ -216,7 +245,52 @@ class Entry:
         self.href = str(self.args.get("urlpath", "")).replace("{{ CATALOG_DIR }}", base)
 
     def __repr__(self) -> str:
-        return f"<Entry {self.metadata.get('site', '?')}/{self.name} {self.driver} policy={self.metadata.get('policy')}>"
+        extra = " at-site" if self.at_site_only else ""
+        return f"<Entry {self.metadata.get('site', '?')}/{self.name} {self.driver} policy={self.metadata.get('policy')}{extra}>"
+
+    @property
+    def site_name(self) -> str | None:
+        return self.metadata.get("site") or (self.site.name if self.site else None)
+
+    @property
+    def relpath(self) -> str:
+        """The dataset's path on its site (its first folder is its policy), the same on every route."""
+        urlpath = str(self.args.get("urlpath", ""))
+        rel = urlpath.split("{{ CATALOG_DIR }}", 1)[-1].lstrip("/")
+        site = self.site_name
+        if site and rel.startswith(f"data/{site}/"):
+            rel = rel[len(f"data/{site}/"):]  # catalogs/<site>.yaml in the checkout
+        return rel
+
+    @property
+    def at_site_only(self) -> bool:
+        """This user may compute on the dataset at its site but not download it (sites.<name>.at_site)."""
+        return self.site is not None and self.relpath in self.site.at_site
+
+    def local_path(self) -> Path | None:
+        """The file on this machine's disk when running on a worker of the entry's site, else None."""
+        site = self.site_name
+        root = local_root(site) if site else None
+        if root is None:
+            return None
+        parts = self.relpath.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise CatalogError(f"{self.catalog_file}: entry {self.name}: path {self.relpath!r} is not a plain "
+                               "path on the site")
+        return root.joinpath(*parts)
+
+    def cluster(self, **options: Any) -> Any:
+        """A dask-gateway cluster at this entry's site (lunarhub.compute.placement.cluster_for)."""
+        from lunarhub.compute.placement import cluster_for
+
+        return cluster_for(self, **options)
+
+    def at_site(self, fn: Any, *args: Any, cluster: Any = None, **kwargs: Any) -> Any:
+        """`fn(data, *args, **kwargs)` computed at the entry's site, its (small) result returned
+        (lunarhub.compute.placement.at_site)."""
+        from lunarhub.compute.placement import at_site
+
+        return at_site(self, fn, *args, cluster=cluster, **kwargs)
 
     @property
     def remote(self) -> bool:
@@ -230,11 +304,36 @@ class Entry:
         return {"name": self.name, "driver": self.driver, "href": self.href, "metadata": self.metadata}
 
     def _check(self) -> Mapping[str, str]:
+        local = self.local_path()
+        if local is not None:
+            return self._check_local(local)
+        if self.at_site_only:
+            raise AtSiteOnly(f"site {self.site_name}: {self.relpath} ({self.name}) is at-site data: you may compute "
+                             f"on it at site {self.site_name}, not download it; use "
+                             f"entry.at_site(fn) or lunarhub.at_site(entry, fn) with a function that reduces it")
         if self.remote and self.site is not None:
             return _http_check(self.site, self.href,
                                f"{self.metadata.get('policy', '?')!r} dataset {self.name}").headers
         if not self.remote and not Path(self.href).exists():
             raise CatalogError(f"{self.catalog_file}: entry {self.name}: file {self.href} does not exist")
+        return {}
+
+    def _check_local(self, path: Path) -> Mapping[str, str]:
+        """Reading by local path on a worker at the site: as the job's group may (local_reads)."""
+        if self.at_site_only:
+            key = _current_task_key()
+            if not (isinstance(key, tuple) and key[:3] == (AT_SITE_KEY, self.site_name, self.relpath)):
+                raise AtSiteOnly(f"site {self.site_name}: at-site data {self.relpath} is read only inside "
+                                 "lunarhub.at_site(entry, fn), whose results the site meters")
+        try:
+            with open(path, "rb"):
+                pass
+        except PermissionError:
+            raise NotEntitled(f"site {self.site_name}: this job may not read {self.relpath} from the site's disk "
+                              f"(jobs read what their owner is entitled to at {self.site_name})") from None
+        except FileNotFoundError:
+            raise CatalogError(f"site {self.site_name}: entry {self.name}: {self.relpath} is not on the "
+                               f"site's disk ({path})") from None
         return {}
 
     def read(self, **kwargs: Any) -> xr.DataArray | xr.Dataset | pd.DataFrame:
@@ -254,8 +353,9 @@ class Entry:
         if self.driver == "zarr":
             import xarray as xr
 
-            so = {"headers": self.site.headers()} if self.remote and self.site else {}
-            return xr.open_zarr(self.href, storage_options=so or None, consolidated=True, decode_coords="all",
+            local = self.local_path()
+            so = {"headers": self.site.headers()} if self.remote and self.site and local is None else {}
+            return xr.open_zarr(str(local or self.href), storage_options=so or None, consolidated=True, decode_coords="all",
                                 **kwargs)
         if self.driver == "netcdf":
             import xarray as xr
@@ -268,10 +368,16 @@ class Entry:
     def _fileobj(self) -> OpenFile:
         import fsspec
 
+        local = self.local_path()
+        if local is not None:
+            return fsspec.open(str(local), "rb")
         so = {"headers": self.site.headers()} if self.remote and self.site else {}
         return fsspec.open(self.href, "rb", **so)
 
     def _gdal_path(self) -> str:
+        local = self.local_path()
+        if local is not None:
+            return str(local)
         if self.remote:
             if self.site is not None:
                 _gdal_site_auth(self.site)
@@ -333,7 +439,7 @@ class SiteCatalog(Mapping[str, Entry]):
         self.site = site
         self._all = {k: Entry(k, v, base, site, source) for k, v in (data.get("sources") or {}).items()}
         self.entries = {k: e for k, e in self._all.items()
-                        if policies is None or e.metadata.get("policy") in policies}
+                        if policies is None or e.metadata.get("policy") in policies or e.at_site_only}
         self.hidden = sorted(set(self._all) - set(self.entries))
 
     def __getitem__(self, key: str) -> Entry:

@@ -133,3 +133,36 @@ def members_holding(d: Deployment, project: str, policy: str, today: date | None
 def principals(d: Deployment) -> list[str]:
     """Everyone who reads the sites with credentials of their own: hub users and projects."""
     return sorted(set(d.users) | {project_hub_name(p) for p in d.projects})
+
+
+# ---------------------------------------------------------------- at-site data
+
+
+def at_site_paths(d: Deployment, username: str, site: str, today: date | None = None) -> list[str]:
+    """The `at-site` datasets (sites.<site>.at_site) `username` may compute on at `site` but not
+    download: a group of theirs is named there and their policies do not already cover the file.
+    Only a site's own workers read them (lunarhub.data.local_reads); the site's nginx refuses them."""
+    user = d.users.get(username)
+    if user is None:
+        return []
+    have = user_policies(d, username, site, today)
+    return sorted(path for path, groups in _site(d, site).at_site.items()
+                  if path.split("/", 1)[0] not in have and set(groups) & set(user.groups))
+
+
+def egress_budget_bytes(d: Deployment, username: str) -> int:
+    """Bytes `username` may take out of a site's cluster per at-site dataset: the largest
+    `groups.<g>.egress_budget_mb` of their groups that are named in some site's `at_site`."""
+    user = d.users.get(username)
+    named = {g for s in d.sites.values() for groups in s.at_site.values() for g in groups}
+    budgets = [d.groups[g].egress_budget_mb for g in (user.groups if user else []) if g in named]
+    return int(max(budgets, default=0.0) * 1_000_000)
+
+
+def egress_budget_key(d: Deployment, username: str) -> str:
+    """The deployment key that sets `username`'s budget (for refusals that name it)."""
+    user = d.users.get(username)
+    named = {g for s in d.sites.values() for groups in s.at_site.values() for g in groups}
+    groups = [g for g in (user.groups if user else []) if g in named]
+    best = max(groups, key=lambda g: d.groups[g].egress_budget_mb, default=None)
+    return f"groups.{best}.egress_budget_mb" if best else "groups.<group>.egress_budget_mb"

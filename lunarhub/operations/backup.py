@@ -58,7 +58,7 @@ CHUNK = 1 << 20
 
 # Relative to the state dir: what `lunarhub up` or a start rebuilds (supervisor config, logs of
 # processes, dashboards' run copies, the sites' served data and nginx files); homes only on request.
-EXCLUDED_TOP = frozenset({"supervisor", "logs", "dashboard-runs"})
+EXCLUDED_TOP = frozenset({"supervisor", "logs", "dashboard-runs", "monitoring"})
 EXCLUDED_IN_SITE = frozenset({"data", "tmp", "nginx.conf", "nginx.pid"})
 # Copied with the SQLite backup API (lunarhub.platform.lifecycle.PRIVATE_FILES); their journals
 # belong to the live file, not to the copy.

@@ -57,6 +57,10 @@ COMPONENTS: tuple[Component, ...] = (
               services="hub_services", environment=("spawn_environment",)),
     Component("dashboards", "lunarhub.dashboards", lambda d: d.services.dashboards.enabled,
               services="hub_services", environment=("spawn_environment",)),
+    Component("monitoring", "lunarhub.operations.monitoring", lambda d: d.monitoring.enabled,
+              services="hub_services"),
+    Component("operator-dashboard", "lunarhub.operations.dashboard", lambda d: d.monitoring.enabled,
+              services="hub_services"),
 )
 
 

@@ -10,6 +10,7 @@ import os
 import signal
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,11 @@ def start(d: Deployment, timeout: float) -> Started:
     for site_name in slurm.sites(d):
         slurm.prepare(d, site_name)
         site_gateway.write_config(d, site_name)
+    if d.monitoring.enabled:
+        from lunarhub.operations import monitoring
+
+        monitoring.prepare(d)
+        monitoring.admit(d)
     process.start(d)
     deadline = time.monotonic() + timeout
     ok, detail = health(d)
@@ -157,12 +163,20 @@ def stop_user_servers(d: Deployment, timeout: float = 90) -> int:
     except (hubclient.HubUnavailable, RuntimeError):
         return 0
     running = [(u["name"], name) for u in users for name in u.get("servers", {})]
-    for user, name in running:
+
+    def delete(server: tuple[str, str]) -> None:
+        user, name = server
         path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
         try:
             api.request("DELETE", path)
         except RuntimeError:
             pass
+
+    # All at once: the hub answers each DELETE only when that server has stopped (or after its
+    # slow_stop_timeout, 10 s), so one after the other the stops would add up.
+    if running:
+        with ThreadPoolExecutor(min(len(running), 16)) as pool:
+            list(pool.map(delete, running))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not any(u.get("servers") for u in api.users()):
@@ -220,6 +234,8 @@ def status(d: Deployment) -> list[Row] | None:
     if d.services.dashboards.enabled:
         # The gallery sends anonymous visitors to the hub's login: that answer means it serves.
         checks.append(("dashboards", f"{d.public_url}/services/dashboards/", {200, 302}))
+    if d.services.courses.enabled:
+        checks.append(("courses", f"{d.public_url}/services/courses/", {200, 302}))
     from lunarhub.compute import site_gateway
 
     for site in site_gateway.sites(d):
@@ -239,6 +255,7 @@ def status(d: Deployment) -> list[Row] | None:
                         said if ctld_ok else f"{said}; see {slurm.log_path(d, site, 'slurmctld')}", ctld_ok))
     for name, site_ok, site_detail in site_health(d):
         rows.append(Row("site " + name, "healthy" if site_ok else "UNHEALTHY", site_detail, site_ok))
+    rows += alert_rows(d)
     if ok:
         try:
             users = hubclient.HubAPI(d).users()
@@ -247,6 +264,23 @@ def status(d: Deployment) -> list[Row] | None:
             rows.append(Row("user servers", str(len(running)), " ".join(running)))
         except Exception as exc:  # noqa: BLE001 - status must report, not crash
             rows.append(Row("user servers", "?", str(exc)))
+    return rows
+
+
+def alert_rows(d: Deployment) -> list[Row]:
+    """Prometheus's health and one unhealthy row per alert that fires (lunarhub.operations.monitoring)."""
+    if not d.monitoring.enabled:
+        return []
+    from lunarhub.operations import monitoring
+
+    try:
+        alerts = monitoring.firing(d)
+    except monitoring.MonitoringError as exc:
+        return [Row("prometheus", "UNHEALTHY", str(exc), False)]
+    rows = [Row("prometheus", "healthy", f"127.0.0.1:{d.monitoring.port}: {len(alerts)} alert(s) firing")]
+    for a in alerts:
+        rows.append(Row("alert " + a["alert"], "FIRING", f"{a['severity']}: {a['summary']} (since {a['since'][:19]})",
+                        False))
     return rows
 
 

@@ -43,6 +43,9 @@ def check(d: Deployment, running: bool) -> list[tuple[str, str]]:
     from lunarhub.compute import slurm
 
     problems += slurm.problems(d)
+    from lunarhub.operations import monitoring
+
+    problems += monitoring.problems(d)
     if d.secrets_dir:
         sp = d.secrets_path
         if not sp.exists():

@@ -90,7 +90,18 @@ class LunarLocalProcessSpawner(LocalProcessSpawner):
         if self._cgroup is not None:
             self._oom_watch = asyncio.create_task(self._watch_oom(self._cgroup, path))
         await self._wait_started(ip, port, path)
+        self._record_usage("server-started")
         return ip, port
+
+    def _record_usage(self, event: str) -> None:
+        """Start and stop of each server in the audit trail: what `lunarhub usage` counts core-hours from."""
+        from lunarhub.operations import usage
+
+        try:
+            usage.record_server(usage.hub_deployment(), event, self.user.name, self.name or "",
+                                float(self.cpu_limit or 1))
+        except Exception:  # noqa: BLE001 - accounting never stops a server; the hub log says why
+            self.log.exception("%s: could not record %s for usage accounting", self._log_name, event)
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
         if not self.account:
@@ -158,11 +169,14 @@ class LunarLocalProcessSpawner(LocalProcessSpawner):
     async def poll(self):  # type: ignore[override]
         status = await super().poll()
         if status is not None:
+            # It ended on its own (a stop without a start, from the start's own polls, is ignored).
+            self._record_usage("server-stopped")
             await self._release_cgroup()
         return status
 
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)
+        self._record_usage("server-stopped")
         await self._release_cgroup()
 
     async def _wait_started(self, ip: str, port: int, path: Path) -> None:

@@ -62,6 +62,11 @@ def programs(d: Deployment) -> list[Program]:
         # The scheduled backups (lunarhub.operations.backup.run_scheduled); as root, like the CLI.
         out.append(Program("backup", [str(VENV_BIN / "lunarhub"), "backup", "--scheduled"], d.state_path, env))
     out += _slurm_programs(d, env)
+    if d.monitoring.enabled:
+        from lunarhub.operations import monitoring
+
+        out += [Program(name, cmd, d.state_path / "monitoring", env)
+                for name, cmd in monitoring.program_commands(d, VENV_BIN / "lunarhub")]
     return out
 
 

@@ -13,6 +13,7 @@ tests/unit/test_upstream.py holds its canary. pyproject.toml bounds the same pac
 - dask_gateway_bind_host: batch jobs' schedulers and workers on loopback (a site gateway's process)
 - bokeh_session_hooks: ready sessions of a dashboard (a dashboard's Panel process)
 - panel_page_html: shared BokehJS/Panel scripts (a dashboard's Panel process)
+- jsonschema_iri: rfc3987-syntax's grammars compiled at every server start (users' servers)
 
 Nothing here is imported by a user's kernel.
 """

@@ -5,13 +5,24 @@ comments; a student gets 403; after unpublish the reviewer gets 403 within secon
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from support.browser import logged_in_page
-from support.dashboards_helpers import EXAMPLE, as_user
+from support.dashboards_helpers import EXAMPLE, as_user, for_module
+from support.stack import Stack
 
 pytestmark = pytest.mark.e2e
-DASH = "/user/cn-scientist/dash-lola-explorer"
+# A slug and title of its own: the dashboards stack is shared with tests/integration/test_dashboards.py,
+# which counts the versions of `lola-explorer` from 1.
+SLUG = "lola-review"
+DASH = f"/user/cn-scientist/dash-{SLUG}"
+
+
+@pytest.fixture(scope="module")
+def ds(dashboards_stack: Stack) -> Iterator[Stack]:
+    """The session's dashboards stack, lent to this module (its slugs are its own)."""
+    yield from for_module(dashboards_stack)
 
 
 def login(browser, ds, user: str):
@@ -19,8 +30,8 @@ def login(browser, ds, user: str):
 
 
 def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
-    as_user(ds, "cn-scientist", "unpublish", "lola-explorer")
-    p = as_user(ds, "cn-scientist", "publish", str(EXAMPLE), "--title", "LOLA explorer",
+    as_user(ds, "cn-scientist", "unpublish", SLUG)
+    p = as_user(ds, "cn-scientist", "publish", str(EXAMPLE), "--title", "LOLA review", "--slug", SLUG,
                 "--description", "South polar heights", "--share-with", "reviewers")
     assert p.returncode == 0, p.stdout + p.stderr
     version = p.stdout.split(" v", 1)[1].split()[0]
@@ -28,7 +39,7 @@ def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
     # Reviewer: login form -> gallery (reviewers have no lab) -> open -> plot.
     page = login(browser, ds, "reviewer")
     assert page.url.endswith("/services/dashboards/"), page.url
-    card = page.locator(".dashboard[data-slug=lola-explorer]")
+    card = page.locator(f".dashboard[data-slug={SLUG}]")
     assert "Demo NAOC scientist" in card.inner_text() and f"v{version}" in card.inner_text()
     # The thumbnail drawn at publish loads in the browser (an image, not a broken icon).
     thumb = card.locator("img.thumb")
@@ -54,14 +65,14 @@ def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
     assert page.locator("select").input_value() == "magma"
 
     # Comment on exactly this version, from its details page.
-    page.goto(f"{ds.url}/services/dashboards/d/cn-scientist/lola-explorer/v{version}")
+    page.goto(f"{ds.url}/services/dashboards/d/cn-scientist/{SLUG}/v{version}")
     page.fill("textarea[name=text]", "Colormap magma reads better — спасибо")
     page.click("form button[type=submit]")
     page.wait_for_load_state()
     assert page.locator(".comment", has_text="Colormap magma reads better").count() == 1
     # The author sees it too.
     author = login(browser, ds, "cn-scientist")
-    author.goto(f"{ds.url}/services/dashboards/d/cn-scientist/lola-explorer/v{version}")
+    author.goto(f"{ds.url}/services/dashboards/d/cn-scientist/{SLUG}/v{version}")
     assert author.locator(".comment", has_text="спасибо").count() == 1
 
     # Student: the dashboard itself answers 403; the gallery does not list it.
@@ -70,12 +81,12 @@ def test_publish_review_comment_and_revoke(ds, browser, tmp_path):
     assert resp is not None and resp.status == 403, (resp and resp.status, student.url)
     assert student.locator("canvas").count() == 0
     student.goto(ds.url + "/services/dashboards/")
-    assert student.locator(".dashboard[data-slug=lola-explorer]").count() == 0
+    assert student.locator(f".dashboard[data-slug={SLUG}]").count() == 0
 
     # Unpublish: the reviewer is refused once the token cache (seconds, not JupyterHub's 300) expires;
     # the deadline is generous so a busy machine does not fail this.
     t0 = time.monotonic()
-    assert as_user(ds, "cn-scientist", "unpublish", "lola-explorer").returncode == 0
+    assert as_user(ds, "cn-scientist", "unpublish", SLUG).returncode == 0
     status = None
     while time.monotonic() - t0 < 150:
         r = page.goto(ds.browser_url(f"{DASH}/v{version}"))

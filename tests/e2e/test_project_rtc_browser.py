@@ -32,13 +32,36 @@ def open_project(browser, stack, user: str, locale: str, link_text: str):
     return page
 
 
+def forget_open_notebooks(stack, token: str, workspaces: list[str], name: str | None = None) -> None:
+    """Close what the project server keeps open: `name`'s sessions (their kernels) and file, and the
+    workspaces. The project's home outlives the stack (a host account): a workspace left behind
+    reopens its notebooks, each with a kernel, at the next run, and the server's stop then waits
+    for all of them."""
+    base = f"/user/{HUB_USER}"
+    for ws in workspaces:
+        r = stack.request("DELETE", f"{base}/lab/api/workspaces/{ws}", token)
+        assert r.status_code in (204, 404), f"workspace {ws}: {r.status_code} {r.text[:300]}"
+    if name is None:
+        return
+    for session in stack.request("GET", f"{base}/api/sessions", token).json():
+        if session["path"] == name:
+            r = stack.request("DELETE", f"{base}/api/sessions/{session['id']}", token)
+            assert r.status_code == 204, r.text
+    r = stack.request("DELETE", f"{base}/api/contents/{name}", token)
+    assert r.status_code in (204, 404), r.text
+
+
 def test_two_members_edit_one_notebook_and_see_each_others_edits(stack, browser):
     # The `browser` fixture has checked that Playwright is there.
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     token = stack.token("ru-scientist")
     stack.start_server(HUB_USER, token=token)
-    name = f"rtc-{uuid.uuid4().hex[:6]}.ipynb"
+    tag = uuid.uuid4().hex[:6]
+    name = f"rtc-{tag}.ipynb"
+    # A workspace each, new to the server: a restored one would reopen earlier runs' notebooks.
+    workspaces = {"ru": f"ru-{tag}", "cn": f"cn-{tag}"}
+    forget_open_notebooks(stack, token, ["default", "ru", "cn"])  # what earlier runs of this test left
     kernelspec = {"name": "lunar-python3", "display_name": "Lunar Python 3", "language": "python"}
     nb = {"type": "notebook", "content": {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": kernelspec}, "cells": [
         {"cell_type": "code", "metadata": {}, "source": "", "outputs": [], "execution_count": None}]}}
@@ -47,7 +70,7 @@ def test_two_members_edit_one_notebook_and_see_each_others_edits(stack, browser)
     ru = open_project(browser, stack, "ru-scientist", "ru-RU", "Проект luna26-landing — Выбор места посадки")
     cn = open_project(browser, stack, "cn-scientist", "zh-CN", "项目 luna26-landing — 月球-26")
     try:
-        for page, workspace in ((ru, "ru"), (cn, "cn")):
+        for page, workspace in ((ru, workspaces["ru"]), (cn, workspaces["cn"])):
             # A workspace each: the server keeps JupyterLab's layout per workspace, not per member.
             page.goto(stack.browser_url(f"/user/{HUB_USER}/lab/workspaces/{workspace}/tree/{name}"))
             page.wait_for_selector(CELL, timeout=120_000)
@@ -68,3 +91,4 @@ def test_two_members_edit_one_notebook_and_see_each_others_edits(stack, browser)
     finally:
         for page in (ru, cn):
             page.context.close()
+        forget_open_notebooks(stack, token, ["default", *workspaces.values()], name)

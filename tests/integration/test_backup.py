@@ -11,11 +11,12 @@ import pwd
 import shutil
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.dashboards_helpers import SIMPLE, as_user, notebook
-from support.stack import make_stack, open_tmpdir
+from support.dashboards_helpers import SIMPLE, as_user, for_module, notebook
+from support.stack import Stack, make_stack, open_tmpdir
 
 from lunarhub.config import secrets
 
@@ -23,6 +24,12 @@ pytestmark = pytest.mark.integration
 
 SLUG = "backup-roundtrip"
 NEWCOMER = "bk-newcomer"
+
+
+@pytest.fixture(scope="module")
+def ds(dashboards_stack: Stack) -> Iterator[Stack]:
+    """The session's dashboards stack, lent to this module (its slugs are its own)."""
+    yield from for_module(dashboards_stack)
 
 
 def api(s, method, path, user, **kw):

@@ -10,15 +10,23 @@ import re
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
-from support.dashboards_helpers import EXAMPLE, SIMPLE, as_user, notebook, wait_for
+from support.dashboards_helpers import EXAMPLE, SIMPLE, as_user, for_module, notebook, wait_for
+from support.stack import Stack
 
 pytestmark = pytest.mark.integration
 DASH = "/user/cn-scientist/dash-lola-explorer"
+
+
+@pytest.fixture(scope="module")
+def ds(dashboards_stack: Stack) -> Iterator[Stack]:
+    """The session's dashboards stack, lent to this module (its slugs are its own)."""
+    yield from for_module(dashboards_stack)
 
 
 @pytest.fixture(scope="module")

@@ -278,3 +278,174 @@ def test_clusters_end_with_their_owners_last_server(stack: Stack, tokens: dict[s
         _wait(lambda: _jobs(stack, "ru-scientist") == [], 90, "the jobs to end with the server")
     finally:
         cluster.shutdown()
+
+
+# ---------------------------------------------------------------- placement and at-site data
+
+BOGUSLAWSKY = "ru-only/polar/boguslawsky_sps.tif"
+
+
+def _entry(s: Stack, user: str, site: str, name: str):
+    """The catalog entry as `user`'s server sees it (the site's own catalog, the user's credentials)."""
+    from lunarhub.data import catalog, sites
+
+    return catalog.open_catalog(environ=sites.credentials_for(s.deployment(), user))[site][name]
+
+
+def _slope_histogram():
+    """A terrain statistic: the site returns 10 counts, not the DEM. (Nested functions travel by
+    value: the site's scheduler cannot import this test module.)"""
+
+    def histogram(da):
+        import numpy as np
+
+        z = np.asarray(da.values[0], dtype="float64")
+        gy, gx = np.gradient(z, 2000.0)
+        slope = np.degrees(np.arctan(np.hypot(gx, gy)))
+        counts, _ = np.histogram(slope[np.isfinite(slope)], bins=10, range=(0, 30))
+        return counts
+
+    return histogram
+
+
+def _whoami():
+    def whoami(da):
+        import getpass
+        import grp
+        import os
+
+        return getpass.getuser(), grp.getgrgid(os.getgid()).gr_name, float(da.mean())
+
+    return whoami
+
+
+def test_placement_from_the_catalog_reads_by_local_path_as_the_users_job_group(stack: Stack,
+                                                                                  tokens: dict[str, str]) -> None:
+    from lunarhub.compute import placement
+    from lunarhub.data import local_reads, sites
+
+    d = stack.deployment()
+    entry = _entry(stack, "ru-scientist", SITE, "boguslawsky_dem")
+    assert entry.relpath == BOGUSLAWSKY and not entry.at_site_only
+    cluster = placement.cluster_for(entry, gateway=_ru(stack, tokens["ru-scientist"]))
+    try:
+        before = len(sites.read_log(d, SITE))
+        user, group, mean = placement.at_site(entry, _whoami(), cluster=cluster)
+        assert (user, group) == ("ru-scientist", local_reads.job_group(SITE, "ru-scientist"))
+        import rasterio
+
+        with rasterio.open(sites.data_dir(d, SITE) / BOGUSLAWSKY) as src:
+            import numpy as np
+
+            assert abs(mean - float(np.nanmean(src.read(1)))) < 1e-3
+        # Read from the site's disk: the site's nginx served ru-scientist nothing meanwhile.
+        assert [r for r in sites.read_log(d, SITE)[before:] if r["user"] == "ru-scientist"] == []
+        # The jobs are the user's, in their group's partition.
+        assert {p for _, p, _ in _jobs(stack, "ru-scientist")} == {"ru-science"}
+    finally:
+        cluster.shutdown()
+
+
+def test_the_job_group_is_no_one_elses_and_gives_the_shell_nothing(stack: Stack) -> None:
+    from lunarhub.data import local_reads, sites
+
+    d = stack.deployment()
+    path = sites.served_dir(d, SITE) / BOGUSLAWSKY
+    for user in ("cn-scientist", "ru-scientist", "student"):
+        r = _as(user, "head", "-c16", str(path))
+        assert r.returncode != 0 and "Permission denied" in r.stderr, (user, r)
+    import grp
+
+    group = local_reads.job_group(SITE, "ru-scientist")
+    assert grp.getgrnam(group).gr_mem == []
+    r = _as("ru-scientist", "sg", group, "-c", f"head -c16 {path}")
+    assert r.returncode != 0, r
+    # The ACLs give the job groups exactly the entitlement: cn-scientist's job only the at-site file.
+    acl = subprocess.run(["getfacl", "-p", str(path)], capture_output=True, text=True).stdout
+    assert f"group:{group}:r--" in acl and f"group:{local_reads.job_group(SITE, 'cn-scientist')}:r--" in acl
+    partners = sites.served_dir(d, SITE) / "partners/polar/manzinus_sps.tif"
+    acl = subprocess.run(["getfacl", "-p", str(partners)], capture_output=True, text=True).stdout
+    assert f"group:{local_reads.job_group(SITE, 'cn-scientist')}:r--" in acl  # cn-science reads partners
+    acl = subprocess.run(["getfacl", "-p", str(sites.served_dir(d, SITE) / "ru-only")], capture_output=True,
+                         text=True).stdout
+    assert f"group:{local_reads.job_group(SITE, 'cn-scientist')}:--x" in acl  # only the way to its file
+
+
+def test_at_site_data_computed_on_not_taken_away(stack: Stack, tokens: dict[str, str]) -> None:
+    import requests
+
+    from lunarhub.compute import egress, placement, site_gateway
+    from lunarhub.data import catalog, sites
+    from lunarhub.platform import audit
+
+    d = stack.deployment()
+    env = sites.credentials_for(d, "cn-scientist")
+    p = sites.env_prefix(SITE)
+    assert env[f"{p}_AT_SITE"] == BOGUSLAWSKY
+    # The site's storage refuses the raw file to cn-scientist, saying why.
+    r = requests.get(f"{env[f'{p}_URL']}/{BOGUSLAWSKY}", headers={"Authorization": env[f"{p}_AUTH"]}, timeout=30)
+    assert r.status_code == 403 and "is at-site data, computed on at the site" in r.text, r.text
+    entry = _entry(stack, "cn-scientist", SITE, "boguslawsky_dem")
+    assert entry.at_site_only
+    with pytest.raises(catalog.AtSiteOnly, match="compute on it at site ru"):
+        entry.read()
+    cluster = placement.cluster_for(entry, gateway=_ru(stack, tokens["cn-scientist"]))
+    try:
+        counts = entry.at_site(_slope_histogram(), cluster=cluster)
+        assert len(counts) == 10 and counts.sum() > 20_000  # 150 x 150 px less the edges' nodata
+        # On the site's worker, outside lunarhub.at_site, the same entry is refused: its result is unmetered.
+        client = cluster.get_client()
+        with pytest.raises(catalog.AtSiteOnly, match="only inside lunarhub.at_site"):
+            client.submit(lambda e: e.read().values, entry, pure=False).result()
+        # The raw DEM: refused, naming the budget and how much was asked.
+        with pytest.raises(egress.EgressRefused) as err:
+            entry.at_site(lambda da: da.values, cluster=cluster)
+        msg = str(err.value)
+        assert "groups.cn-science.egress_budget_mb" in msg and "50,000 bytes" in msg and "90,000 bytes" in msg, msg
+    finally:
+        cluster.shutdown()
+    # The site's audit log: bytes per user per dataset, what was sent and what was refused.
+    events = audit.read(d, [site_gateway.egress_component(SITE)], user="cn-scientist")
+    assert [(e["dataset"], e["refused"]) for e in events] == [(BOGUSLAWSKY, False), (BOGUSLAWSKY, True)], events
+    assert 0 < events[0]["bytes"] < 1000 and events[1]["bytes"] == 90_000
+    # What was taken counts in the next cluster too.
+    assert site_gateway.egress_taken(d, SITE, "cn-scientist") == {BOGUSLAWSKY: events[0]["bytes"]}
+    # ru-science keeps full access: the same raw read comes back unmetered.
+    ru_entry = _entry(stack, "ru-scientist", SITE, "boguslawsky_dem")
+    cluster = placement.cluster_for(ru_entry, gateway=_ru(stack, tokens["ru-scientist"]))
+    try:
+        assert placement.at_site(ru_entry, lambda da: da.values, cluster=cluster).shape == (1, 150, 150)
+    finally:
+        cluster.shutdown()
+    assert audit.read(d, [site_gateway.egress_component(SITE)], user="ru-scientist") == []
+
+
+def test_a_job_over_its_memory_is_ended_and_the_user_told_why(stack: Stack, tokens: dict[str, str]) -> None:
+    from lunarhub.compute import placement
+
+    entry = _entry(stack, "ru-scientist", SITE, "landing_sites")
+
+    def hog(table):
+        import numpy as np
+
+        block = np.ones(800_000_000 // 8)  # 0.8 GB: over the 0.5 GiB job
+        return float(block.sum()) + len(table)
+
+    cluster = placement.cluster_for(entry, gateway=_ru(stack, tokens["ru-scientist"]), worker_memory=0.5)
+    try:
+        with pytest.raises(placement.WorkerLost) as err:
+            placement.at_site(entry, hog, cluster=cluster)
+        msg = str(err.value)
+        assert "site 'ru'" in msg and "0.50 GiB" in msg and "worker_memory" in msg and "OUT_OF_MEMORY" in msg, msg
+        # The jobs asked Slurm for that memory, and the worker's log says it was ended for it.
+        jobs = [j for j, _, _ in _jobs(stack, "ru-scientist")]
+        shown = "".join(_slurm(stack, "scontrol", "show", "job", j) for j in jobs)
+        assert "MinMemoryNode=512M" in shown, shown
+        import pwd
+        from pathlib import Path
+
+        home = Path(pwd.getpwnam("ru-scientist").pw_dir)
+        logs = "".join(p.read_text(errors="replace") for p in home.glob(".dask-gateway/*/dask-worker-*.log"))
+        assert any(s in logs for s in ("oom-kill", "killed by signal 9", "memory budget")), logs[-2000:]
+    finally:
+        cluster.shutdown()

@@ -6,15 +6,24 @@ serving everyone else."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import psutil
 import pytest
 import requests
-from support.dashboards_helpers import ds  # noqa: F401  (a dashboards stack for this module)
+from support.dashboards_helpers import for_module
 from support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 MIB = 2**20
+
+
+@pytest.fixture(scope="module")
+def ds(dashboards_stack: Stack) -> Iterator[Stack]:
+    """The session's dashboards stack, lent to this module (its slugs are its own)."""
+    yield from for_module(dashboards_stack)
 
 
 class Zeros:
@@ -48,12 +57,14 @@ def peak_rss(p: psutil.Process) -> int:
     raise AssertionError("no VmHWM")
 
 
-def test_a_256_mib_publish_is_refused_unbuffered_and_the_service_serves_others(ds: Stack) -> None:  # noqa: F811
+def test_a_256_mib_publish_is_refused_unbuffered_and_the_service_serves_others(ds: Stack) -> None:
     api = f"{ds.url}/services/dashboards/api/dashboards"
     attacker, other = ds.token("cn-scientist"), ds.token("ru-scientist")
     gallery = gallery_process(ds)
-    # The gallery is up and has answered once: its peak memory from here on is the request's.
+    # The gallery is up and has answered once: its peak memory from here on is the request's
+    # (the peak so far is reset to what it holds now: the stack served other modules before).
     assert ds.request("GET", api, other).status_code == 200
+    Path(f"/proc/{gallery.pid}/clear_refs").write_text("5")
     before = peak_rss(gallery)
     r = requests.post(api, data=Zeros(256 * MIB), timeout=300,
                       headers={"Authorization": f"token {attacker}", "Content-Type": "application/json"})
@@ -71,7 +82,7 @@ def test_a_256_mib_publish_is_refused_unbuffered_and_the_service_serves_others(d
     assert limits["where"]["max_snapshot_mb"].startswith("services.dashboards.limits.max_snapshot_mb in ")
 
 
-def test_an_oversize_comment_is_refused_naming_its_limit(ds: Stack) -> None:  # noqa: F811
+def test_an_oversize_comment_is_refused_naming_its_limit(ds: Stack) -> None:
     api = f"{ds.url}/services/dashboards/api/dashboards/ru-scientist/nothing/v1/comments"
     r = ds.request("POST", api, ds.token("cn-scientist"), json={"text": "x" * (2 * MIB)})
     assert r.status_code == 413 and "services.dashboards.limits.max_comment_chars" in r.json()["error"], r.text[:300]

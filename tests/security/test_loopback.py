@@ -33,13 +33,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from support import ROOT, dashboards_helpers
-from support.dashboards_helpers import SIMPLE, as_user, notebook
+from support import ROOT
+from support.dashboards_helpers import SIMPLE, as_user, for_module, notebook
 from support.listeners import tcp_listeners
 from support.notebook_runner import run_nbval, server_environ, stage
 from support.stack import Stack, open_tmpdir
@@ -50,7 +51,12 @@ OWNER, ATTACKER = "cn-scientist", "student"
 SLUG = "loopback-probe"
 MARKER = f"LOOPBACK-{uuid.uuid4().hex}"
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
-ds = dashboards_helpers.ds  # the module's stack, with dashboards (a fixture)
+
+@pytest.fixture(scope="module")
+def ds(dashboards_stack: Stack) -> Iterator[Stack]:
+    """The session's dashboards stack, lent to this module (its slugs are its own)."""
+    yield from for_module(dashboards_stack)
+
 
 # Paths that carry a user's data or code execution on a lab server and a dashboard proxy
 # (the lab serves its version at /api and its static assets without login, as upstream does).
@@ -64,9 +70,10 @@ HTTP_PATHS = [
 # upgrade too (a kernel's channels), raw with http.client so nothing is followed or rewritten.
 HTTP_PROBE = r"""
 import http.client, json, sys
+from concurrent.futures import ThreadPoolExecutor
 port, paths = int(sys.argv[1]), json.loads(sys.argv[2])
-out = []
-for path in paths + [sys.argv[3]]:
+
+def get(path):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=float(sys.argv[4]))
     ws = path == sys.argv[3]
     headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
@@ -75,12 +82,16 @@ for path in paths + [sys.argv[3]]:
         c.request("GET", path, headers=headers)
         r = c.getresponse()
     except OSError as exc:  # the loopback filter drops the listener's answer: nothing comes back
-        out.append({"path": path, "status": None, "error": type(exc).__name__, "location": "", "body": ""})
-        continue
-    out.append({"path": path, "status": r.status, "location": r.getheader("Location") or "",
-                "body": r.read(4096).decode(errors="replace")})
-    c.close()
-print(json.dumps(out))
+        return {"path": path, "status": None, "error": type(exc).__name__, "location": "", "body": ""}
+    try:
+        return {"path": path, "status": r.status, "location": r.getheader("Location") or "",
+                "body": r.read(4096).decode(errors="replace")}
+    finally:
+        c.close()
+
+# Each path on a connection of its own, all at once: a refused one waits out the whole timeout.
+with ThreadPoolExecutor(len(paths) + 1) as pool:
+    print(json.dumps(list(pool.map(get, paths + [sys.argv[3]]))))
 """
 
 PIPE_PROBE = r"""
@@ -329,8 +340,12 @@ def test_tutorial_local_cluster_fallback_gives_another_account_nothing(ds: Stack
         hub_port = ds.data["hub"]["port"]
         paths = ["/health", "/status", "/metrics", "/info/main/workers.html", "/json/index.html",
                  f"/proxy/{hub_port}/127.0.0.1/hub/api"]
-        for port in started["ports"]:
-            for r in run_as(ATTACKER, HTTP_PROBE, str(port), json.dumps(paths), "/ws", "3"):
+        # The ports at once (the scheduler's and each worker's HTTP server): each probe waits out its timeout.
+        with ThreadPoolExecutor(len(started["ports"]) or 1) as pool:
+            probed = list(pool.map(lambda port: run_as(ATTACKER, HTTP_PROBE, str(port), json.dumps(paths), "/ws", "3"),
+                                   started["ports"]))
+        for port, results in zip(started["ports"], probed, strict=True):
+            for r in results:
                 # No routes but /health (404), and behind the loopback filter no answer at all.
                 expected = None if ds.deployment().hub.loopback_filter == "nftables" else 404
                 assert r["status"] == expected, \

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from support.browser import chromium, logged_in_page
-from support.dashboards_helpers import as_user, ds, notebook  # noqa: F401  (ds: the stack fixture)
+from support.dashboards_helpers import as_user, for_module, notebook
 from support.stack import Stack, open_tmpdir
 
 pytestmark = pytest.mark.e2e
@@ -64,6 +64,12 @@ ATTACK = """
 
 
 @pytest.fixture(scope="module")
+def ds(dashboards_stack: Stack) -> Iterator[Stack]:
+    """The session's dashboards stack, lent to this module (its slugs are its own)."""
+    yield from for_module(dashboards_stack)
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with chromium() as b:
         yield b
@@ -92,7 +98,7 @@ def run_attack(page: Any, url: str) -> dict[str, Any]:
     return page.evaluate("() => window.__attack")
 
 
-def test_a_published_page_cannot_act_as_its_viewer(ds: Stack, browser: Any) -> None:  # noqa: F811
+def test_a_published_page_cannot_act_as_its_viewer(ds: Stack, browser: Any) -> None:
     script = ATTACK.replace("HUB", json.dumps(ds.url)).replace("VICTIM", json.dumps(ds.origin("ru-scientist")))
     payload = base64.b64encode(script.encode()).decode()
     folder = open_tmpdir("hostile")

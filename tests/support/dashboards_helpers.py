@@ -95,6 +95,18 @@ def wait_for(fn: Any, timeout: float = 30, every: float = 0.5) -> Any:
     return last
 
 
+def for_module(s: Stack) -> Iterator[Stack]:
+    """The session's dashboards stack (`dashboards_stack`, tests/conftest.py) lent to one module
+    whose dashboards (slugs) are its own: it starts with no server running, and every server it
+    started is stopped after it, as the `down` of a stack of its own would. Saves a start of the
+    stack per module (tens of seconds on a loaded machine)."""
+    from lunarhub.platform import lifecycle
+
+    lifecycle.stop_user_servers(s.deployment())
+    yield s
+    lifecycle.stop_user_servers(s.deployment())
+
+
 @pytest.fixture(scope="module")
 def ds() -> Iterator[Stack]:
     """A dashboards stack per test module (the modules count versions from a fresh store).

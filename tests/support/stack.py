@@ -36,12 +36,20 @@ def deployment_dict(state_dir: Path, ready_sessions: int = 4, **services: bool) 
     for key in ("port", "hub_port", "proxy_api_port"):
         hub[key] = free_port()
     svc = data.setdefault("services", {})
-    for name in ("dask_gateway", "dashboards"):
+    for name in ("dask_gateway", "dashboards", "courses"):
         svc.setdefault(name, {})
         svc[name]["enabled"] = services.get(name, False)
         svc[name]["port"] = free_port()
     svc["dask_gateway"]["scheduler_proxy_port"] = free_port()
     svc["dashboards"]["ready_sessions"] = ready_sessions
+    # Prometheus and its exporters only for the tests that ask for them (monitoring=True).
+    mon = data.setdefault("monitoring", {})
+    mon["enabled"] = services.get("monitoring", False)
+    mon["port"], mon["node_exporter_port"], mon["dashboard_port"] = free_port(), free_port(), free_port()
+    if mon["enabled"]:
+        # Seconds, not minutes: an alert fires and clears within a test's patience.
+        mon.update(scrape_interval_seconds=1, evaluation_interval_seconds=1, exporter_interval_seconds=1,
+                   alert_for_seconds=2)
     for site in data.get("sites", {}).values():
         if site.get("kind", "local") == "local":
             site["port"] = free_port()

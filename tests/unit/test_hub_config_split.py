@@ -20,14 +20,16 @@ OWNS = {
         "ip", "port", "hub_ip", "hub_port", "db_url", "cookie_secret_file", "pid_file", "cleanup_servers",
         "cleanup_proxy", "allow_named_servers", "named_server_limit_per_user", "subdomain_host",
         "subdomain_hook")},
-    hub.configure_pages: {("JupyterHub", k) for k in ("default_url", "template_paths", "template_vars")},
+    hub.configure_pages: {("JupyterHub", k) for k in ("default_url", "template_paths", "template_vars",
+                                                      "jinja_environment_options")},
     hub.configure_proxy: {("ConfigurableHTTPProxy", k) for k in ("command", "api_url", "auth_token", "pid_file")},
     hub.configure_authentication: {("JupyterHub", "authenticator_class"), ("Authenticator", "allowed_users"),
                                    ("Authenticator", "admin_users"),
                                    ("LunarPasswordAuthenticator", "deployment_file")},
     hub.configure_rbac: {("JupyterHub", "load_groups"), ("JupyterHub", "load_roles")},
     projects.configure_projects: {("JupyterHub", "load_roles")},
-    hub.configure_services: {("JupyterHub", "services"), ("JupyterHub", "load_roles")},
+    hub.configure_services: {("JupyterHub", "services"), ("JupyterHub", "load_roles"),
+                             ("JupyterHub", "custom_scopes")},  # the operators' dashboard's scope
     hub.configure_spawner: {("JupyterHub", "spawner_class"), ("LunarSingleAccountSpawner", "home_dir_template"),
                             ("LunarSingleAccountSpawner", "log_dir")}
     | {("Spawner", k) for k in ("cmd", "default_url", "start_timeout", "http_timeout", "args", "pre_spawn_hook")},

@@ -45,7 +45,8 @@ def test_every_hub_component_is_declared_and_provides_what_it_says() -> None:
     from lunarhub.platform import components
 
     names = [c.name for c in components.COMPONENTS]
-    assert names == ["kernels", "courses", "sites", "dask-gateway", "site-gateways", "dashboards"]
+    assert names == ["kernels", "courses", "sites", "dask-gateway", "site-gateways", "dashboards", "monitoring",
+                     "operator-dashboard"]
     for c in components.COMPONENTS:
         c.load()  # raises naming the function a component declares but does not define
 

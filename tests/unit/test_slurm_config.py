@@ -206,8 +206,9 @@ def test_spawn_environment_and_hub_service(tmp_path: Path) -> None:
     env = site_gateway.spawn_environment(d, "ru-scientist")
     assert env["LUNARHUB_GATEWAY_RU_ADDRESS"] == f"{d.public_url}/services/dask-gateway-ru"
     assert env["LUNARHUB_GATEWAY_RU_PROXY_ADDRESS"] == f"tcp://127.0.0.1:{d.sites['ru'].compute.scheduler_proxy_port}"
-    assert site_gateway.spawn_environment(d, "cn-scientist") == {}  # no account at ru
-    assert site_gateway.spawn_environment(d, "reviewer") == {}
+    # No account at ru: only which sites have a gateway of their own (placement names the reason).
+    assert site_gateway.spawn_environment(d, "cn-scientist") == {"LUNARHUB_SITE_GATEWAYS": "ru"}
+    assert site_gateway.spawn_environment(d, "reviewer") == {"LUNARHUB_SITE_GATEWAYS": "ru"}
     (svc,), (role,) = site_gateway.hub_services(d)
     assert svc["name"] == "dask-gateway-ru" and svc["url"].endswith(f":{d.sites['ru'].compute.gateway_port}")
     assert role["services"] == ["dask-gateway-ru"]

@@ -1,8 +1,12 @@
-"""Gallery texts in English, Russian and Chinese; language from ?lang=, a cookie, or Accept-Language."""
+"""Gallery texts in English, Russian and Chinese; the language is chosen as on the hub's own pages
+(lunarhub.config.languages: ?lang=, the shared cookie, or Accept-Language)."""
 
 from __future__ import annotations
 
+from lunarhub.config.languages import COOKIE, pick
+
 LANGS = ("en", "ru", "zh")
+__all__ = ["COOKIE", "LANGS", "TEXTS", "pick", "t"]
 
 TEXTS: dict[str, dict[str, str]] = {
     "gallery": {"en": "Dashboards", "ru": "Дашборды", "zh": "仪表板"},
@@ -55,24 +59,6 @@ TEXTS: dict[str, dict[str, str]] = {
                         "zh": "其已无权访问"},
     "embargoed_until": {"en": "embargoed until", "ru": "под эмбарго до", "zh": "禁运至"},
 }
-
-
-def pick(query: str | None, cookie: str | None, accept_language: str | None) -> str:
-    for cand in (query, cookie):
-        if cand in LANGS:
-            return cand
-    ranked = []
-    for i, part in enumerate((accept_language or "").split(",")):
-        tag, _, q = part.strip().partition(";q=")
-        try:
-            weight = float(q) if q else 1.0
-        except ValueError:
-            weight = 0.0
-        ranked.append((-weight, i, tag.split("-")[0].lower()))
-    for _, _, lang in sorted(ranked):
-        if lang in LANGS:
-            return lang
-    return "en"
 
 
 def t(key: str, lang: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import glob
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,10 @@ def _size_on_disk(notebook: Path, patterns: list[str]) -> int:
 
 def publish(notebook: str | Path, title: str, *, description: str = "", share_with: list[str] | None = None,
             files: list[str] | None = None, slug: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-            url: str | None = None, token: str | None = None) -> dict[str, Any]:
-    """Validate `notebook` and publish it; returns the version record (url, version, hash)."""
+            url: str | None = None, token: str | None = None,
+            on_progress: Callable[[int | None], None] | None = None) -> dict[str, Any]:
+    """Validate `notebook` and publish it; returns the version record (url, version, hash).
+    `on_progress(cell)` hears which cell the validation run is at (the lab's Publish panel)."""
     endpoint, token = _endpoint(url, token)
     nb = Path(notebook)
     # Told before the notebook runs (which takes a while), not after the upload.
@@ -114,7 +117,7 @@ def publish(notebook: str | Path, title: str, *, description: str = "", share_wi
     if bounds:
         check_limits(bounds, title=title, description=description,
                      size=_size_on_disk(nb, list(files or [])) if nb.is_file() else None)
-    checked = validate(nb, timeout=timeout)  # raises ValidationError with cell + error
+    checked = validate(nb, timeout=timeout, on_progress=on_progress)  # raises ValidationError with cell + error
     try:
         payload_files = collect_files(nb, list(files or []))
     except StoreError as exc:

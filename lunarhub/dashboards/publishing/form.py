@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 NAME = "lunarhub-publish"
+ICON = Path(__file__).with_name("publish.svg")  # the launcher tile's icon (package data)
 MAX_NOTEBOOKS = 500
 
 
@@ -34,8 +35,35 @@ def setup() -> dict[str, Any]:
         "unix_socket": True,
         "timeout": 60,
         "new_browser_tab": True,
-        "launcher_entry": {"enabled": True, "title": "Publish dashboard", "category": "Other"},
+        "launcher_entry": {"enabled": True, "title": "Publish dashboard", "category": launcher_category(),
+                           "icon_path": str(ICON)},
     }
+
+
+# JupyterLab draws a tile's icon URL only in its kernels' section, which it names in the UI language
+# ("Notebook" through the language packs: tests/unit/test_hub_pages_start.py checks these).
+NOTEBOOK_SECTION = {"ru_RU": "Блокнот", "zh_CN": "笔记本"}
+UI_LOCALES = {"ru": "ru_RU", "zh": "zh_CN"}
+
+
+def launcher_category(settings_dir: Path | None = None) -> str:
+    """The kernels' section as this user's JupyterLab names it: their language setting, else the
+    deployment's default for them (LUNARHUB_UI_LANGUAGE), else English."""
+    import re
+
+    if settings_dir is None:
+        from jupyter_core.paths import jupyter_config_dir
+
+        settings_dir = Path(os.environ.get("JUPYTERLAB_SETTINGS_DIR") or Path(jupyter_config_dir()) / "lab"
+                            / "user-settings")
+    locale = UI_LOCALES.get(os.environ.get("LUNARHUB_UI_LANGUAGE", ""), "")
+    try:
+        text = (settings_dir / "@jupyterlab" / "translation-extension" / "plugin.jupyterlab-settings").read_text()
+        found = re.search(r'"locale"\s*:\s*"([^"]+)"', text)  # JSON5 (comments allowed): no json.loads
+        locale = found.group(1) if found else locale
+    except (OSError, UnicodeDecodeError):
+        pass
+    return NOTEBOOK_SECTION.get(locale, "Notebook")
 
 
 def notebooks(root: Path) -> list[str]:

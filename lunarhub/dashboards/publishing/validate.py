@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -73,7 +74,8 @@ def environment() -> dict[str, Any]:
 
 
 def validate(notebook: Path, timeout: float = DEFAULT_TIMEOUT,
-             thumbnail_grace: float = THUMBNAIL_GRACE) -> Validated:
+             thumbnail_grace: float = THUMBNAIL_GRACE,
+             on_progress: Callable[[int | None], None] | None = None) -> Validated:
     notebook = Path(notebook).resolve()
     if not notebook.exists():
         raise ValidationError(f"{notebook}: no such notebook")
@@ -93,7 +95,11 @@ def validate(notebook: Path, timeout: float = DEFAULT_TIMEOUT,
                                 start_new_session=True, cwd=notebook.parent,
                                 env={**os.environ, LINEAGE_ENV: str(lineage_file)})
         cells_done: float | None = None
+        at: int | None = None
         while True:
+            if on_progress is not None and (now_at := _last_cell(progress)) != at:
+                at = now_at
+                on_progress(at)
             try:
                 out, _ = proc.communicate(timeout=0.25)  # retrying loses no output
                 break

@@ -35,6 +35,11 @@ def services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
         })
+    from lunarhub.courses import service as courses  # instructors' course page (docs/tutorials.md)
+
+    more, more_roles = courses.hub_services(d)
+    svc += more
+    svc_roles += more_roles
     for component in components.enabled(d):
         more, more_roles = component.hub_services(d)
         svc += more
@@ -46,4 +51,9 @@ def configure_services(c: Any, d: Deployment) -> None:
     """Runs after configure_rbac: the services' roles are appended to the users' roles it set."""
     hub_services, service_roles = services(d)
     c.JupyterHub.services = hub_services
+    if d.monitoring.enabled:
+        from lunarhub.operations import dashboard
+
+        # The operators' dashboard checks a scope of its own (every user holds access:services).
+        c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **dashboard.custom_scopes()}
     c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), *service_roles]

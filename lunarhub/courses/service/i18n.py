@@ -1,0 +1,82 @@
+"""Course page texts in English, Russian and Chinese (language picked as the gallery picks it)."""
+
+from __future__ import annotations
+
+from lunarhub.dashboards.gallery.i18n import pick
+
+__all__ = ["TEXTS", "pick", "t"]
+
+TEXTS: dict[str, dict[str, str]] = {
+    "courses": {"en": "Courses", "ru": "Курсы", "zh": "课程"},
+    "forbidden": {"en": "The course page is for instructors and administrators.",
+                  "ru": "Страница курсов доступна преподавателям и администраторам.",
+                  "zh": "课程页面仅供教师和管理员使用。"},
+    "no_course": {"en": "No such course that you teach.", "ru": "Нет такого курса среди ваших.",
+                  "zh": "没有您教授的此课程。"},
+    "none_yet": {"en": "You teach no course yet.", "ru": "У вас пока нет курсов.", "zh": "您还没有课程。"},
+    "new_course": {"en": "New course", "ru": "Новый курс", "zh": "新建课程"},
+    "name": {"en": "Name (letters, digits, -)", "ru": "Имя (латиница, цифры, -)", "zh": "名称（字母、数字、-）"},
+    "title_in": {"en": "Title", "ru": "Название", "zh": "标题"},
+    "git_url": {"en": "Material: git repository of yours (empty: the repository's tutorials)",
+                "ru": "Материалы: ваш git-репозиторий (пусто: учебные блокноты репозитория)",
+                "zh": "教材：您的 git 仓库（留空：使用仓库自带教程）"},
+    "branch": {"en": "Branch", "ru": "Ветка", "zh": "分支"},
+    "create": {"en": "Create", "ru": "Создать", "zh": "创建"},
+    "students": {"en": "Students", "ru": "Студенты", "zh": "学生"},
+    "instructors": {"en": "Instructors", "ru": "Преподаватели", "zh": "教师"},
+    "server": {"en": "Server", "ru": "Сервер", "zh": "服务器"},
+    "running": {"en": "running", "ru": "работает", "zh": "运行中"},
+    "stopped": {"en": "stopped", "ru": "остановлен", "zh": "已停止"},
+    "starting": {"en": "starting", "ru": "запускается", "zh": "启动中"},
+    "stopping": {"en": "stopping", "ru": "останавливается", "zh": "停止中"},
+    "unknown": {"en": "unknown", "ru": "неизвестно", "zh": "未知"},
+    "done": {"en": "done", "ru": "готово", "zh": "完成"},
+    "part": {"en": "started", "ru": "начато", "zh": "进行中"},
+    "untouched": {"en": "not started", "ru": "не начато", "zh": "未开始"},
+    "missing": {"en": "missing", "ru": "нет файла", "zh": "文件缺失"},
+    "unreadable": {"en": "unreadable", "ru": "не читается", "zh": "无法读取"},
+    "last_error": {"en": "Last error", "ru": "Последняя ошибка", "zh": "最近错误"},
+    "open_server": {"en": "Open server", "ru": "Открыть сервер", "zh": "打开服务器"},
+    "reset": {"en": "Reset", "ru": "Сбросить", "zh": "重置"},
+    "remove": {"en": "Remove", "ru": "Удалить", "zh": "移除"},
+    "import_roster": {"en": "Import roster (CSV: username[,full name])",
+                      "ru": "Импорт списка (CSV: имя[,полное имя])", "zh": "导入名单（CSV：用户名[,全名]）"},
+    "import": {"en": "Import", "ru": "Импортировать", "zh": "导入"},
+    "add_student": {"en": "Add one student", "ru": "Добавить студента", "zh": "添加学生"},
+    "username": {"en": "User name", "ru": "Имя пользователя", "zh": "用户名"},
+    "full_name": {"en": "Full name", "ru": "Полное имя", "zh": "全名"},
+    "add": {"en": "Add", "ru": "Добавить", "zh": "添加"},
+    "start_all": {"en": "Start all servers", "ru": "Запустить все серверы", "zh": "启动全部服务器"},
+    "stop_all": {"en": "Stop all servers", "ru": "Остановить все серверы", "zh": "停止全部服务器"},
+    "batch": {"en": "Progress", "ru": "Ход выполнения", "zh": "进度"},
+    "material": {"en": "Material (nbgitpuller links)", "ru": "Материалы (ссылки nbgitpuller)",
+                 "zh": "教材（nbgitpuller 链接）"},
+    "update_material": {"en": "Update material from its source", "ru": "Обновить материалы из источника",
+                        "zh": "从来源更新教材"},
+    "end_course": {"en": "End course (instructors lose access)", "ru": "Завершить курс (доступ преподавателей снимается)",
+                   "zh": "结束课程（教师失去访问权限）"},
+    "ended": {"en": "This course has ended.", "ru": "Курс завершён.", "zh": "本课程已结束。"},
+    "refused": {"en": "Refused; nothing was changed:", "ru": "Отклонено; ничего не изменено:",
+                "zh": "已拒绝；未做任何更改："},
+    "added": {"en": "Added", "ru": "Добавлены", "zh": "已添加"},
+    "already": {"en": "Already in the course", "ru": "Уже в курсе", "zh": "已在课程中"},
+    "passwords": {"en": "New passwords (shown only now: hand them out)",
+                  "ru": "Новые пароли (показаны только сейчас: раздайте их)",
+                  "zh": "新密码（仅此一次显示，请分发）"},
+    "back": {"en": "Back to the course", "ru": "Назад к курсу", "zh": "返回课程"},
+    "all_courses": {"en": "All courses", "ru": "Все курсы", "zh": "全部课程"},
+    "saved_note": {"en": "live: from the running server; file: the saved notebook",
+                   "ru": "live: с работающего сервера; file: сохранённый блокнот",
+                   "zh": "live：来自运行中的服务器；file：已保存的笔记本"},
+    "changed": {"en": "Material updated.", "ru": "Материалы обновлены.", "zh": "教材已更新。"},
+    "unchanged": {"en": "Material unchanged.", "ru": "Материалы не изменились.", "zh": "教材无变化。"},
+    "reset_done": {"en": "Clean copy given; the student's version kept as",
+                   "ru": "Выдана чистая копия; версия студента сохранена как", "zh": "已提供干净副本；学生版本保存为"},
+    "reset_none": {"en": "Clean copy given (there was no copy to keep).",
+                   "ru": "Выдана чистая копия (сохранять было нечего).", "zh": "已提供干净副本（无旧副本）。"},
+}
+
+
+def t(key: str, lang: str) -> str:
+    entry = TEXTS[key]
+    return entry.get(lang) or entry["en"]
