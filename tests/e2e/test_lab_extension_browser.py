@@ -15,8 +15,6 @@ pytestmark = pytest.mark.e2e
 EXT = ROOT / "extensions" / "lunarhub-lab"
 SHOTS = ROOT / "docs" / "screenshots"
 API = "lunarhub-lab/api/catalog"
-# Without a kernelspec JupyterLab asks which kernel to use (a dialog over the page).
-KERNEL = {"kernelspec": {"name": "lunar-python3", "display_name": "Lunar Python 3", "language": "python"}}
 
 
 def english_strings() -> set[str]:
@@ -160,58 +158,3 @@ def test_the_api_answers_only_the_servers_owner(stack, pages):
     mine = stack.request("GET", path, stack.token("ru-scientist"))
     assert mine.status_code == 200
     assert any(e["name"] == "boguslawsky_dem" and e["readable"] for e in mine.json()["entries"])
-
-
-def _put_notebook(s, user: str, name: str, cells: list[str]) -> None:
-    nb = {"type": "notebook", "content": {"nbformat": 4, "nbformat_minor": 5, "metadata": KERNEL, "cells": [
-        {"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None} for c in cells]}}
-    r = s.request("PUT", f"/user/{user}/api/contents/{name}", s.token(user), json=nb)
-    assert r.status_code in (200, 201), r.text
-
-
-def _publish_from_toolbar(page, s, user: str, name: str, title: str, state: str):
-    page.goto(s.browser_url(f"/user/{user}/lab/tree/{name}"))
-    button = page.locator(".jp-NotebookPanel:visible .lh-publish-button").first
-    button.wait_for(timeout=120_000)
-    page.wait_for_timeout(1000)
-    dismiss_dialogs(page)
-    button.click()
-    panel = page.locator("#lunarhub-publish")
-    panel.wait_for(state="visible", timeout=30_000)
-    assert name in panel.locator(".lh-publish-path").inner_text()
-    panel.locator(".lh-publish-title").fill(title)
-    panel.locator(".lh-publish-audiences input[value=reviewers]").check()
-    panel.locator(".lh-publish-go").click()
-    result = panel.locator(f".lh-result.lh-{state}")
-    result.wait_for(timeout=240_000)
-    return panel, result
-
-
-def test_publish_from_the_toolbar_refused_then_in_the_reviewers_gallery(ds, browser):
-    from support.dashboards_helpers import SIMPLE
-
-    user = "cn-scientist"
-    ds.start_server(user)
-    _put_notebook(ds, user, "lh-e2e-bad.ipynb", ["x = 1", "print(undefined_name)"])
-    _put_notebook(ds, user, "lh-e2e-good.ipynb", SIMPLE)
-    page = logged_in_page(browser, ds, user, viewport={"width": 1400, "height": 1000})
-    try:
-        page.wait_for_selector(".jp-LabShell", timeout=120_000)
-        # Only the groups the deployment lets cn-science share with are offered.
-        panel, refused = _publish_from_toolbar(page, ds, user, "lh-e2e-bad.ipynb", "Refused one", "refused")
-        offered = sorted(panel.locator(".lh-publish-audiences input").evaluate_all("xs => xs.map(x => x.value)"))
-        assert offered == sorted(ds.deployment().groups["cn-science"].share_with)
-        assert "2" in refused.locator(".lh-refused-cell").inner_text()
-        assert "undefined_name" in refused.locator(".lh-refused-error").inner_text()
-
-        panel, done = _publish_from_toolbar(page, ds, user, "lh-e2e-good.ipynb", "Lab panel e2e", "done")
-        assert "/services/dashboards/d/cn-scientist/lab-panel-e2e/v" in (
-            done.locator(".lh-link-gallery").get_attribute("href") or "")
-        page.wait_for_selector('#lunarhub-publish .lh-dashboard[data-slug="lab-panel-e2e"]', timeout=30_000)
-    finally:
-        page.context.close()
-    reviewer = logged_in_page(browser, ds, "reviewer")
-    try:
-        assert reviewer.locator(".dashboard[data-slug=lab-panel-e2e]").count() == 1
-    finally:
-        reviewer.context.close()

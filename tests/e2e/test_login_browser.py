@@ -21,7 +21,10 @@ def test_lab_users_land_in_jupyterlab(stack, browser, user):
         page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=90_000)
         page.wait_for_selector(".jp-Launcher, .jp-LabShell", timeout=90_000)
         assert f"/user/{user}/lab" in page.url
-        # The Lunar kernel or at least a Python kernel is offered in the launcher.
+        # The Lunar kernel or at least a Python kernel is offered in the launcher. JupyterLab
+        # restores the account's last layout (other tests leave notebooks open in it, and homes
+        # outlive a run), so ask for the default layout, which opens a launcher.
+        page.goto(page.url.split("/lab")[0] + "/lab?reset")
         page.wait_for_selector(".jp-LauncherCard", timeout=60_000)
         assert page.locator(".jp-LauncherCard").count() > 0
     finally:

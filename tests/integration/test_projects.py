@@ -168,13 +168,16 @@ def test_a_member_can_start_it_from_the_hub_but_a_non_member_cannot(
 def test_members_find_the_project_on_their_hub_home_in_each_language(
         stack: Stack, sessions: dict[str, requests.Session]) -> None:
     for member in ("ru-scientist", "cn-scientist"):
-        page = sessions[member].get(f"{stack.url}/hub/home", timeout=30)
-        assert page.status_code == 200, page.status_code
-        html = page.content.decode("utf-8")  # the hub sends text/html without a charset
-        assert f'href="/hub/spawn/{HUB_USER}"' in html
-        for text in ("Project luna26-landing — Luna-26", "Проект luna26-landing — Выбор места посадки",
-                     "项目 luna26-landing — 月球-26"):
-            assert text in html, text
+        # The hub pages are served in one language per request (?lang=, cookie, Accept-Language).
+        # (English last: the choice is remembered in the session's cookie.)
+        for lang, text in (("ru", "Проект luna26-landing — Выбор места посадки"),
+                           ("zh", "项目 luna26-landing — 月球-26"),
+                           ("en", "Project luna26-landing — Luna-26")):
+            page = sessions[member].get(f"{stack.url}/hub/home?lang={lang}", timeout=30)
+            assert page.status_code == 200, page.status_code
+            html = page.content.decode("utf-8")  # the hub sends text/html without a charset
+            assert f'href="/hub/spawn/{HUB_USER}"' in html
+            assert text in html, (lang, text)
     page = sessions["student"].get(f"{stack.url}/hub/home", timeout=30)
     assert page.status_code == 200 and HUB_USER not in page.content.decode("utf-8")
 
