@@ -78,6 +78,7 @@ class Server:
         async def go() -> dict[str, Any]:
             conn = await websocket_connect(HTTPRequest(ws_url, headers=self.headers, request_timeout=120))
             out: dict[str, Any] = {"reply": None, "stdout": "", "states": []}
+            idle = False
             await conn.write_message(json.dumps(msg))
             deadline = time.monotonic() + WAIT
             try:
@@ -102,6 +103,11 @@ class Server:
                         out["stdout"] += f"{content.get('ename')}: {content.get('evalue')}"
                     elif mtype == "execute_reply":
                         out["reply"] = content["status"]
+                    elif mtype == "status" and content.get("execution_state") == "idle":
+                        idle = True
+                    # The reply comes on shell, the output on iopub: no order between them. Done
+                    # when both the reply and iopub's idle for this request have arrived.
+                    if out["reply"] is not None and idle:
                         break
             finally:
                 conn.close()
