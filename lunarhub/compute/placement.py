@@ -126,9 +126,11 @@ def _why_lost(limits: set[int], site: str, exc: Exception) -> str:
             f"the cluster with more worker_memory, within your group's limit")
 
 
-def _pool(site: str, environ: Mapping[str, str] | None = None) -> str:
-    """Which gateway computes for `site`: its own, or the hub's (shared by every `local` site)."""
+def pool(entry: Entry | str, environ: Mapping[str, str] | None = None) -> str:
+    """Which gateway computes for the entry's site: the site's name for its own gateway, "" for the
+    hub's (shared by every `local` site, so their parts may share one cluster)."""
     env = os.environ if environ is None else environ
+    site = _site(entry)
     return site if site in env.get(SITE_GATEWAYS_ENV, "").split(",") else ""
 
 
@@ -145,13 +147,13 @@ def per_site(parts: Mapping[Entry, Callable[..., Any]], clusters: Mapping[str, A
         if site in given:
             chosen[site] = given[site]
         else:
-            pool = _pool(site)
-            if pool not in started:
-                started[pool] = cluster_for(entry)
-            chosen[site] = started[pool]
+            gateway = pool(site)
+            if gateway not in started:
+                started[gateway] = cluster_for(entry)
+            chosen[site] = started[gateway]
     try:
-        with ThreadPoolExecutor(max_workers=max(1, len(parts))) as pool_:
-            futures = [pool_.submit(at_site, e, fn, cluster=chosen[_site(e)]) for e, fn in parts.items()]
+        with ThreadPoolExecutor(max_workers=max(1, len(parts))) as threads:
+            futures = [threads.submit(at_site, e, fn, cluster=chosen[_site(e)]) for e, fn in parts.items()]
             return [f.result() for f in futures]
     finally:
         for c in started.values():
