@@ -25,6 +25,7 @@ from lunarhub.cli import (
     monitoring,
     render,
     stack,
+    upgrade,
     users,
 )
 from lunarhub.cli import usage as usage_cli
@@ -36,7 +37,7 @@ from lunarhub.platform import hubclient
 # (heading, modules whose register() adds the commands under it), in the order --help lists them.
 GROUPS: tuple[tuple[str, tuple[ModuleType, ...]], ...] = (
     ("operator commands (on the machine that hosts the stack)",
-     (stack, config, users, credentials, audit, backup, monitoring, usage_cli, catalog, render, course)),
+     (stack, config, users, credentials, audit, backup, upgrade, monitoring, usage_cli, catalog, render, course)),
     ("in-server commands (as a user, in their JupyterLab server's terminal or notebook)",
      (publishing, doctor)),
 )

@@ -664,15 +664,23 @@ def _stopped_servers(state: Path) -> None:
 
 
 def restore(d: Deployment, src: Path, force: bool = False, homes: bool = True,
-            stop: Callable[[Deployment], None] | None = None) -> Result:
+            stop: Callable[[Deployment], None] | None = None, keep_servers: bool = False) -> Result:
     """Put backup `src` in place of `d`'s state (and secrets, and homes if the backup has them).
 
     Refused while the stack runs unless `force` (then `stop(d)` is called first). Nothing is
-    swapped in until every part is rebuilt and verified; a failure puts back what was swapped."""
+    swapped in until every part is rebuilt and verified; a failure puts back what was swapped.
+    `keep_servers`: the servers the hub database records as running stay recorded (an upgrade's
+    rollback on the same host, whose servers kept running); otherwise they are marked stopped."""
+    from lunarhub.operations import state_layout
     from lunarhub.platform import lifecycle
 
     started = time.monotonic()
     manifest = verify(src)
+    layout = _backup_layout(manifest)
+    newer = state_layout.newer_problem(d, layout)
+    if newer:
+        raise BackupError(f"{src}: made at state layout {layout}; this lunarhub knows layouts up to "
+                          f"{state_layout.CURRENT}: restore it with the release that made it")
     if lifecycle.supervisor_running(d):
         if not force:
             raise BackupError(f"lunarhub is running from {d.state_path}: stop it first (`lunarhub down`) or "
@@ -702,7 +710,11 @@ def restore(d: Deployment, src: Path, force: bool = False, homes: bool = True,
             check_tree(built[key], [Entry(**{**e.__dict__, "path": e.path[prefix:].lstrip("/") or "."})
                                     for e in part], owners=True, ids=owners.of)
         if "state" in built:
-            _stopped_servers(built["state"])
+            if not keep_servers:
+                _stopped_servers(built["state"])
+            if layout is not None and not (built["state"] / state_layout.VERSION_FILE).exists():
+                # A backup of the release before versioned layouts: say so, `up` then asks for an upgrade.
+                (built["state"] / state_layout.VERSION_FILE).write_text(f"{layout}\n")
         swapped = _swap_all(built, targets)
     except BaseException:
         for tmp in built.values():
@@ -713,6 +725,23 @@ def restore(d: Deployment, src: Path, force: bool = False, homes: bool = True,
     files = sum(e.kind == "file" for e in manifest.entries)
     return Result(d.state_path, files, sum(e.size for e in manifest.entries), time.monotonic() - started,
                   notes=owners.notes)
+
+
+def _backup_layout(manifest: Manifest) -> int | None:
+    """The state layout version a backup was made at (None: nothing a hub made was in it)."""
+    from lunarhub.operations import state_layout
+
+    path = manifest.path / DATA / "state" / state_layout.VERSION_FILE
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        hub_db = f"state/{state_layout.HUB_DB}"
+        return 0 if any(e.path == hub_db for e in manifest.entries) else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BackupError(f"{path}: unreadable ({exc})") from None
+    if not text.isdigit():
+        raise BackupError(f"{path}: {text[:40]!r} is not a state layout version")
+    return int(text)
 
 
 def _swap_all(built: dict[str, Path], targets: dict[str, Path]) -> list[Path]:

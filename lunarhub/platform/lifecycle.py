@@ -63,7 +63,9 @@ def hub_log_tail(d: Deployment, n: int = 20) -> str:
 
 def start_problems(d: Deployment) -> list[tuple[str, str]]:
     """(where, why) for everything that would keep the stack from starting."""
-    return preflight.check(d, process.supervisor_running(d))
+    from lunarhub.operations import state_layout
+
+    return state_layout.start_problems(d) + preflight.check(d, process.supervisor_running(d))
 
 
 # Files in the state dir that only root (the component that owns them) reads, relative to
@@ -115,6 +117,9 @@ def secure_state(d: Deployment) -> list[Path]:
 
 def start(d: Deployment, timeout: float) -> Started:
     """Prepare secrets and local sites, start the programs, wait until the hub answers."""
+    from lunarhub.operations import state_layout
+
+    state_layout.stamp_if_fresh(d)  # an older or newer layout was refused by start_problems
     secure_state(d)
     loopback.admit_existing(d)
     new_passwords = secrets.ensure_passwords(d, sorted(d.users))

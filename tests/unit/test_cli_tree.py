@@ -70,7 +70,7 @@ def test_help_groups_operator_and_in_server_commands(capsys: pytest.CaptureFixtu
         return {m.group(1) for m in re.finditer(r"^  (\S+)  ", part, re.M)}
 
     assert {"up", "down", "status", "config", "users", "token", "passwords", "audit", "backup", "restore",
-            "monitoring", "usage", "catalog", "render", "course"} == listed(operator)
+            "upgrade", "monitoring", "usage", "catalog", "render", "course"} == listed(operator)
     assert {"publish", "unpublish", "dashboards", "doctor"} == listed(in_server)
     commands = {path[0] for path, _ in _commands(cli.build_parser()) if len(path) == 1}
     assert commands == listed(operator) | listed(in_server)
