@@ -23,7 +23,6 @@ import json
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -33,7 +32,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(HERE))
 
-from report import write_section  # noqa: E402
+from report import publish, timed  # noqa: E402
 
 EXAMPLE = ROOT / "notebooks" / "dashboards" / "lola_explorer.ipynb"
 
@@ -63,18 +62,15 @@ def measure(d, work: Path, repeat: int, label: str) -> dict[str, float]:
     backups, restores, size, files = [], [], 0, 0
     for n in range(repeat):
         dest = work / f"{label}-backups"
-        t0 = time.perf_counter()
-        res = ops.backup(d, dest)
-        backups.append(time.perf_counter() - t0)
+        res, seconds = timed(ops.backup, d, dest)
+        backups.append(seconds)
         size, files = ops.size_of(res.path), res.files
         target_cfg = work / f"{label}-restore-{n}.yaml"
         data = json.loads(json.dumps(d.model_dump(mode="json")))
         data["state_dir"] = str(work / f"{label}-restored-{n}")
         target_cfg.write_text(yaml.safe_dump(data, allow_unicode=True))
         target = config.load(target_cfg)
-        t0 = time.perf_counter()
-        ops.restore(target, res.path)
-        restores.append(time.perf_counter() - t0)
+        restores.append(timed(ops.restore, target, res.path)[1])
         shutil.rmtree(target.state_path)
         shutil.rmtree(res.path)
     return {"files": files, "mib": size / 2**20, "backup_s": statistics.median(backups),
@@ -105,9 +101,7 @@ def main() -> int:
                       share_with=["reviewers"], environment={}, gid=grp.getgrnam("cn-scientist").gr_gid)
         Comments(store.root / "comments.sqlite").add("cn-scientist", "lola-explorer", 1, "reviewer", "demo")
         rows["demo state"] = measure(d, work, args.repeat, "demo")
-        t0 = time.perf_counter()
-        add_versions(d, args.versions)
-        made = time.perf_counter() - t0
+        _, made = timed(add_versions, d, args.versions)
         rows[f"demo + {args.versions:,} dashboard versions"] = measure(d, work, args.repeat, "versions")
     finally:
         s.cli("down", check=False, timeout=240)
@@ -124,10 +118,7 @@ def main() -> int:
         "rebuilt tree verified again before it is renamed into place. Backups are uncompressed folders (one "
         f"file per stored file, 0600 root). The {args.versions:,} versions (10 dashboards, the example "
         f"notebook plus one cell each, one comment each) were stored through the store API in {made:.1f} s.")
-    print(body)
-    if not args.no_write:
-        write_section("Backup and restore (issue 16)", body)
-    return 0
+    return publish("Backup and restore (issue 16)", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(HERE))
 
-from report import p95, write_section  # noqa: E402
+from report import p95, publish, timed  # noqa: E402
 
 RESULTS = HERE / ".work" / "isolation.json"
 PARTS = ("kernel", "spawn", "lab", "dashboard", "terrain")
@@ -92,9 +92,7 @@ def kernel_part(n: int) -> dict[str, Any]:
         return km, kc
 
     def round_trip(kc: Any) -> float:
-        t0 = time.perf_counter()
-        kc.execute_interactive("1", timeout=30, output_hook=lambda msg: None)
-        return time.perf_counter() - t0
+        return timed(kc.execute_interactive, "1", timeout=30, output_hook=lambda msg: None)[1]
 
     times: dict[str, list[float]] = {"tcp": [], "ipc": []}
     with tempfile.TemporaryDirectory(prefix="lunarhub-bench-") as tmp:
@@ -147,14 +145,13 @@ def start_stack(prefix: str, hub: dict[str, Any], **services: bool):
     base.config.write_text(yaml.safe_dump(base.data, allow_unicode=True, sort_keys=False))
     stack = _stack_class()(config=base.config, state=base.state, data=base.data,
                            subdomains=hub.get("subdomain_host", None) is not False)
-    t0 = time.perf_counter()
     try:
-        stack.cli("up", timeout=300)
+        _, up_s = timed(stack.cli, "up", timeout=300)
     except BaseException:
         stack.cli("down", check=False, timeout=240)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return stack, tmp, time.perf_counter() - t0
+    return stack, tmp, up_s
 
 
 def stop_stack(stack, tmp: Path) -> None:
@@ -223,9 +220,8 @@ def dashboard_part(stack, variant: str, repeat: int) -> dict[str, Any]:
     from support.browser import ARGS, CHROMIUM
     from support.dashboards_helpers import EXAMPLE, as_user
 
-    t0 = time.perf_counter()
-    p = as_user(stack, USER, "publish", str(EXAMPLE), "--title", "LOLA explorer", "--share-with", "reviewers")
-    publish_s = time.perf_counter() - t0
+    p, publish_s = timed(as_user, stack, USER, "publish", str(EXAMPLE), "--title", "LOLA explorer",
+                         "--share-with", "reviewers")
     if p.returncode != 0:
         raise RuntimeError(f"publish failed:\n{p.stdout}\n{p.stderr}")
     version = p.stdout.split(" v", 1)[1].split()[0]
@@ -518,10 +514,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[terrain {v}] failed: {exc!r}", flush=True)
                     record("terrain", v, None, f"{type(exc).__name__}: {str(exc).strip()[-300:]}")
     body = render(res)
-    print(body)
-    if not args.no_write:
-        write_section("Isolation (issue 12)", body)
-    return 0
+    return publish("Isolation (issue 12)", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ import os
 import platform
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -15,6 +19,13 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def timed(fn: Callable[..., T], *args: object, **kwargs: object) -> tuple[T, float]:
+    """`fn(*args, **kwargs)` and its wall time in seconds (perf_counter: monotonic, the finest clock)."""
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - t0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,3 +62,12 @@ def write_section(title: str, body: str) -> None:
     stamp = f"_Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()} " \
             f"({platform.machine()}, Python {platform.python_version()})._"
     replace_section(f"## {title}\n\n{stamp}\n\n{body.strip()}\n")
+
+
+def publish(title: str, body: str, write: bool = True) -> int:
+    """Print a benchmark's `body` and (unless `write` is false: `--no-write`) make it the `## title`
+    section of docs/benchmarks.md; the exit status of the benchmark."""
+    print(body)
+    if write:
+        write_section(title, body)
+    return 0

@@ -10,7 +10,6 @@ Publishing from a notebook: `lunarhub publish ...` or `lunarhub.dashboards.publi
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
 
 SERVICE = "dashboards"
 PREFIX = f"/services/{SERVICE}/"
-VENV_BIN = Path(sys.executable).parent
 
 
 def hub_services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -32,19 +30,10 @@ def hub_services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, An
     short-lived token *of the publisher* (`tokens`), with which it shares the
     dashboard server: the hub then checks the publisher's own sharing rights.
     """
-    svc = {
-        "name": SERVICE,
-        "url": f"http://127.0.0.1:{d.services.dashboards.port}",
-        "command": [str(VENV_BIN / "python"), "-m", "lunarhub.dashboards.gallery.service"],
-        "environment": {"LUNARHUB_CONFIG": str(d.config_file or ""), "PYTHONUNBUFFERED": "1"},
-        "oauth_no_confirm": True,
-        "display": True,
-        "info": {"description": "Published Panel dashboards"},
-    }
-    from lunarhub.config import secrets
+    from lunarhub.platform.hub_service import declaration
 
-    # Give the service a stable token so its API calls work right after a hub restart.
-    svc["api_token"] = secrets.token(d, "dashboards-api-token")
+    svc = declaration(d, SERVICE, d.services.dashboards.port, "lunarhub.dashboards.gallery.service",
+                      "Published Panel dashboards")
     role = {
         "name": SERVICE,
         "scopes": ["list:users", "read:users", "read:users:name", "read:groups", "read:servers", "servers",

@@ -25,7 +25,6 @@ import hashlib
 import os
 import pwd
 import shutil
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -65,25 +64,21 @@ def ensure_account(d: Deployment, owner: str, slug: str) -> sites.Account | None
     account lunarhub made for exactly this dashboard is used: its comment names owner/slug."""
     if not isolated(d):
         return None
+    from lunarhub.platform import accounts, loopback
+
     name = account_name(owner, slug)
     comment = f"{MARKER} {owner}/{slug}"
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        cmd = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-               "--shell", "/usr/sbin/nologin", "--comment", comment, name]
-        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            raise DashboardAccountError(f"dashboard {owner}/{slug}: cannot create its account {name} "
-                                        f"({' '.join(cmd)}: {r.stderr.strip()})") from None
-        entry = pwd.getpwnam(name)
+        try:
+            entry = accounts.create_account(name, comment)
+        except accounts.AccountError as exc:
+            raise DashboardAccountError(f"dashboard {owner}/{slug}: cannot create its account {name} ({exc})") from None
     if entry.pw_gecos.split(",")[0] != comment or entry.pw_uid == 0 or entry.pw_uid >= sites._uid_min():
         raise DashboardAccountError(
             f"dashboard {owner}/{slug}: account {name} exists but is not the system account lunarhub made "
             f"for it (comment {entry.pw_gecos!r}, uid {entry.pw_uid}); remove it (userdel {name}) and start again")
-    from lunarhub.platform import loopback
-
     loopback.admit_account(d, name)  # its proxy listens on loopback: only root (the hub) reaches it
     return sites.Account(name, entry.pw_uid, entry.pw_gid)
 

@@ -36,7 +36,6 @@ import secrets
 import shutil
 import signal
 import stat
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -395,18 +394,13 @@ def ensure_site_account(deployment: Deployment, name: str) -> Account | None:
 
 
 def _create_account(name: str, account: str) -> pwd.struct_passwd:
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    cmd = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-           "--shell", "/usr/sbin/nologin", "--comment", f"lunarhub data site {name}", account]
+    from lunarhub.platform.accounts import AccountError, create_account
+
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise SiteError(f"site {name}: service account {account} is missing and useradd is not installed; "
-                        f"create it: useradd {' '.join(cmd[1:])}") from None
-    if r.returncode != 0:
-        raise SiteError(f"site {name}: service account {account} is missing and could not be created "
-                        f"({' '.join(cmd)}: {r.stderr.strip()}); create it by hand")
-    return pwd.getpwnam(account)
+        return create_account(account, f"lunarhub data site {name}")
+    except AccountError as exc:
+        raise SiteError(f"site {name}: service account {account} is missing and could not be created: {exc}; "
+                        "create it by hand") from None
 
 
 def _uid_min() -> int:

@@ -1,5 +1,5 @@
 """The operators' dashboard (Panel; `panel serve` behind lunarhub.operations.dashboard's proxy).
-Language: `?lang=en|ru|zh`, else the browser's. Refreshes every 15 s."""
+Language: `?lang=en|ru|zh`, else the one chosen on the hub's pages, else the browser's. Refreshes every 15 s."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pandas as pd
 import panel as pn
 
 from lunarhub import config
+from lunarhub.config.languages import COOKIE
 from lunarhub.operations import dashboard_data as data
 
 pn.extension("tabulator")
@@ -15,7 +16,9 @@ pn.extension("tabulator")
 def _lang() -> str:
     query = dict(pn.state.session_args or {})
     accept = (pn.state.headers or {}).get("Accept-Language")
-    return data.language(query, accept if isinstance(accept, str) else None)
+    cookie = (pn.state.cookies or {}).get(COOKIE)
+    return data.language(query, accept if isinstance(accept, str) else None,
+                         cookie if isinstance(cookie, str) else None)
 
 
 def _table(rows: list[dict], columns: list[str], lang: str) -> pn.viewable.Viewable:

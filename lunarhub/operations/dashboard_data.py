@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from lunarhub.config import Deployment
+from lunarhub.config import Deployment, languages
 from lunarhub.operations import monitoring, usage
 from lunarhub.platform import audit
 
@@ -37,28 +37,18 @@ TEXTS: dict[str, dict[str, str]] = {
     "requests": {"en": "requests", "ru": "запросы", "zh": "请求"},
     "bytes": {"en": "bytes", "ru": "байты", "zh": "字节"},
 }
-LANGS = ("en", "ru", "zh")
+text = languages.translator(TEXTS)
 
 
-def text(key: str, lang: str) -> str:
-    entry = TEXTS[key]
-    return entry.get(lang) or entry["en"]
-
-
-def language(query: dict[str, Any], accept_language: str | None) -> str:
-    """`?lang=ru`, else the browser's first language we have, else English."""
+def language(query: dict[str, Any], accept_language: str | None, cookie: str | None = None) -> str:
+    """As on every other page (lunarhub.config.languages.pick); `query` as Bokeh gives it (a list
+    of bytes per argument)."""
     asked = query.get("lang")
     if isinstance(asked, list | tuple):
         asked = asked[0] if asked else None
     if isinstance(asked, bytes):
         asked = asked.decode(errors="replace")
-    if asked in LANGS:
-        return str(asked)
-    for part in (accept_language or "").split(","):
-        code = part.split(";")[0].strip().lower()[:2]
-        if code in LANGS:
-            return code
-    return "en"
+    return languages.pick(asked if isinstance(asked, str) else None, cookie, accept_language)
 
 
 @dataclass

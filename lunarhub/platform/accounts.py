@@ -10,6 +10,7 @@ import errno
 import grp
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import time
@@ -35,10 +36,29 @@ def projects_root(d: Deployment) -> Path:
     return d.state_path / "projects"
 
 
+class AccountError(RuntimeError):
+    """useradd or groupadd refused (or is missing); the message names the command."""
+
+
 def _run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise AccountError(f"{cmd[0]} is not installed; run it by hand: {' '.join(cmd)}") from None
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        raise AccountError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+
+
+def create_account(name: str, comment: str, home: Path | None = None) -> pwd.struct_passwd:
+    """Make the system account `name` with its own group; `comment` is the mark by which lunarhub
+    later knows it made it (callers check it before every use). With `home`: a login account
+    (bash, its home made there). Without: a service account (uid below UID_MIN, no home, no shell).
+    The one place lunarhub creates an account: users, projects, data sites, dashboards."""
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    shape = (["--create-home", "--home-dir", str(home), "--shell", SHELL] if home is not None else
+             ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"])
+    _run([useradd, *shape, "--comment", comment, "--user-group", name])
+    return pwd.getpwnam(name)
 
 
 def ensure_system_group(name: str) -> int:
@@ -66,10 +86,7 @@ def ensure_system_user(d: Deployment, username: str) -> pwd.struct_passwd:
     try:
         entry = pwd.getpwnam(username)
     except KeyError:
-        home = Path(d.hub.home_root) / username
-        _run(["useradd", "--create-home", "--home-dir", str(home), "--shell", SHELL,
-              "--comment", f"{ACCOUNT_MARKER} {username}", "--user-group", username])
-        entry = pwd.getpwnam(username)
+        entry = create_account(username, f"{ACCOUNT_MARKER} {username}", Path(d.hub.home_root) / username)
     _private_home(entry)
     loopback.admit_account(d, username)  # before its first server listens on anything
     return entry
@@ -125,10 +142,7 @@ def ensure_project_account(d: Deployment, project: str) -> pwd.struct_passwd:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        home = Path(d.hub.home_root) / name
-        _run(["useradd", "--create-home", "--home-dir", str(home), "--shell", SHELL,
-              "--comment", project_account_marker(project), "--user-group", name])
-        entry = pwd.getpwnam(name)
+        entry = create_account(name, project_account_marker(project), Path(d.hub.home_root) / name)
     _private_home(entry)
     loopback.admit_account(d, name)
     return entry

@@ -56,58 +56,43 @@ def test_a_broken_rule_is_refused_by_promtool(tmp_path):
     assert r.returncode != 0 and "parse error" in (r.stdout + r.stderr)
 
 
-ALERT_TESTS = """
-rule_files: [rules.yml, alerts.yml]
-evaluation_interval: 1m
-tests:
-  - interval: 1m
-    input_series:
-      - series: 'lunarhub_site_up{site="cn", url="u"}'
-        values: '1 1 0 0 0 1'
-      - series: 'up{job="hub", instance="h"}'
-        values: '1 0 0 0'
-      - series: 'lunarhub_state_dir_avail_bytes{path="/s"}'
-        values: '50x10 5x10'
-      - series: 'lunarhub_state_dir_size_bytes{path="/s"}'
-        values: '100x20'
-      - series: 'lunarhub_disk_full_ratio'
-        values: '0.9x20'
-      - series: 'lunarhub_backup_last_success_timestamp_seconds'
-        values: '0x200'
-      - series: 'lunarhub_backup_max_age_seconds'
-        values: '3600x200'
-    alert_rule_test:
-      - {eval_time: 2m, alertname: SiteDown, exp_alerts: []}
-      - eval_time: 4m
-        alertname: SiteDown
-        exp_alerts:
-          - exp_labels: {severity: critical, site: cn, url: u}
-            exp_annotations: {summary: "data site cn does not answer (u)"}
-      - {eval_time: 5m, alertname: SiteDown, exp_alerts: []}
-      - eval_time: 3m
-        alertname: HubDown
-        exp_alerts:
-          - exp_labels: {severity: critical, job: hub, instance: h}
-            exp_annotations: {summary: "the hub does not answer its metrics scrape at h"}
-      - {eval_time: 9m, alertname: StateDiskFull, exp_alerts: []}
-      - eval_time: 18m
-        alertname: StateDiskFull
-        exp_alerts:
-          - exp_labels: {severity: critical, path: /s}
-            exp_annotations: {summary: "the state dir's file system is 95% full (/s)"}
-      - {eval_time: 50m, alertname: BackupTooOld, exp_alerts: []}
-      - eval_time: 75m
-        alertname: BackupTooOld
-        exp_alerts:
-          - exp_labels: {severity: warning}
-            exp_annotations: {summary: "the newest backup is 1h 15m 0s old, longer than operations.backup.schedule allows"}
-"""
+# One minute a value; every alert is tested against all of them (one alert's series must not fire another).
+SERIES = {
+    'lunarhub_site_up{site="cn", url="u"}': "1 1 0 0 0 1",
+    'up{job="hub", instance="h"}': "1 0 0 0",
+    'lunarhub_state_dir_avail_bytes{path="/s"}': "50x10 5x10",
+    'lunarhub_state_dir_size_bytes{path="/s"}': "100x20",
+    "lunarhub_disk_full_ratio": "0.9x20",
+    "lunarhub_backup_last_success_timestamp_seconds": "0x200",
+    "lunarhub_backup_max_age_seconds": "3600x200",
+}
+# alert -> (evaluation time, (labels, summary) it fires with then, or None: it is quiet then)
+ALERTS: dict[str, list[tuple[str, tuple[dict[str, str], str] | None]]] = {
+    "SiteDown": [("2m", None),
+                 ("4m", ({"severity": "critical", "site": "cn", "url": "u"}, "data site cn does not answer (u)")),
+                 ("5m", None)],
+    "HubDown": [("3m", ({"severity": "critical", "job": "hub", "instance": "h"},
+                        "the hub does not answer its metrics scrape at h"))],
+    "StateDiskFull": [("9m", None),
+                      ("18m", ({"severity": "critical", "path": "/s"}, "the state dir's file system is 95% full (/s)"))],
+    "BackupTooOld": [("50m", None),
+                     ("75m", ({"severity": "warning"}, "the newest backup is 1h 15m 0s old, longer than "
+                                                       "operations.backup.schedule allows"))],
+}
 
 
-def test_alerts_fire_on_their_series_and_clear(tmp_path):
+@pytest.mark.parametrize("alert", list(ALERTS))
+def test_an_alert_fires_on_its_series_and_clears(tmp_path, alert):
     for name in monitoring.RULE_FILES:
         shutil.copy(ROOT / "hub/monitoring" / name, tmp_path / name)
-    (tmp_path / "t.yml").write_text(ALERT_TESTS)
+    checks = [{"eval_time": at, "alertname": alert,
+               "exp_alerts": [] if fires is None else [{"exp_labels": fires[0],
+                                                        "exp_annotations": {"summary": fires[1]}}]}
+              for at, fires in ALERTS[alert]]
+    tests = {"rule_files": list(monitoring.RULE_FILES), "evaluation_interval": "1m",
+             "tests": [{"interval": "1m", "input_series": [{"series": k, "values": v} for k, v in SERIES.items()],
+                        "alert_rule_test": checks}]}
+    (tmp_path / "t.yml").write_text(yaml.safe_dump(tests, allow_unicode=True))
     r = promtool("test", "rules", "t.yml", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -65,6 +65,14 @@ def test_language_from_the_query_then_the_browser(query, accept, lang):
     assert dashboard_data.language(query, accept) == lang
 
 
+def test_language_remembered_by_the_hubs_cookie_comes_before_the_browsers():
+    # the same rule as the hub's pages and the gallery (lunarhub.config.languages.pick)
+    assert dashboard_data.language({}, "ru", cookie="zh") == "zh"
+    assert dashboard_data.language({"lang": [b"en"]}, "ru", cookie="zh") == "en"
+    assert dashboard_data.language({}, "ru", cookie="xx") == "ru"
+    assert dashboard_data.language({}, "en;q=0.2,zh;q=0.8") == "zh"  # by weight, not by order
+
+
 def test_every_text_has_three_languages():
     for key, texts in dashboard_data.TEXTS.items():
         assert set(texts) == {"en", "ru", "zh"} and all(texts.values()), key

@@ -140,3 +140,32 @@ def test_spawn_creates_new_accounts_with_the_marker(tmp_path: Path, monkeypatch:
         HOST.pop("kira", None)
     assert entry.pw_gecos == "lunarhub user kira"
     assert ran and ran[0][ran[0].index("--comment") + 1] == "lunarhub user kira"
+
+
+def test_a_sites_service_account_comes_from_the_one_creator_and_its_failure_names_the_site(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lunarhub.data import sites
+
+    ran: list[list[str]] = []
+    real_run = accounts._run
+
+    def useradd(cmd: list[str]) -> None:
+        ran.append(cmd)
+        comment = cmd[cmd.index("--comment") + 1]
+        HOST[cmd[-1]] = pwd.struct_passwd((cmd[-1], "x", 150, 150, comment, "/nonexistent", "/usr/sbin/nologin"))
+
+    monkeypatch.setattr(accounts, "_run", useradd)
+    try:
+        entry = sites._create_account("ru", "lhsite")
+    finally:
+        HOST.pop("lhsite", None)
+    assert entry.pw_gecos == "lunarhub data site ru"
+    cmd = ran[0]
+    assert {"--system", "--no-create-home", "--user-group"} <= set(cmd) and "--create-home" not in cmd
+    assert cmd[cmd.index("--shell") + 1] == "/usr/sbin/nologin" and cmd[-1] == "lhsite"
+    # no useradd on the host: the error names the site, the account and the command to run by hand
+    monkeypatch.setattr(accounts, "_run", real_run)
+    monkeypatch.setattr(accounts.shutil, "which", lambda name: f"/nonexistent/{name}")
+    with pytest.raises(sites.SiteError, match=r"site ru: service account lhsite is missing.*"
+                                              r"/nonexistent/useradd is not installed.*--system"):
+        sites._create_account("ru", "lhsite")

@@ -6,15 +6,12 @@ lunarhub.courses.ops (which `lunarhub course` calls too).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-from lunarhub.config import Deployment, Role, secrets
+from lunarhub.config import Deployment, Role
 
 SERVICE = "courses"
 PREFIX = f"/services/{SERVICE}/"
-VENV_BIN = Path(sys.executable).parent
 
 
 def scopes(d: Deployment) -> list[str]:
@@ -33,14 +30,8 @@ def scopes(d: Deployment) -> list[str]:
 def hub_services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not d.services.courses.enabled:
         return [], []
-    svc = {
-        "name": SERVICE,
-        "url": f"http://127.0.0.1:{d.services.courses.port}",
-        "command": [str(VENV_BIN / "python"), "-m", "lunarhub.courses.service.pages"],
-        "environment": {"LUNARHUB_CONFIG": str(d.config_file or ""), "PYTHONUNBUFFERED": "1"},
-        "oauth_no_confirm": True,
-        "display": True,
-        "info": {"description": "Courses: rosters, progress, class start"},
-        "api_token": secrets.token(d, "courses-api-token"),
-    }
+    from lunarhub.platform.hub_service import declaration
+
+    svc = declaration(d, SERVICE, d.services.courses.port, "lunarhub.courses.service.pages",
+                      "Courses: rosters, progress, class start")
     return [svc], [{"name": SERVICE, "scopes": scopes(d), "services": [SERVICE]}]

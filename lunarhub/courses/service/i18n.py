@@ -1,10 +1,10 @@
-"""Course page texts in English, Russian and Chinese (language picked as the gallery picks it)."""
+"""Course page texts in English, Russian and Chinese (language and lookup: lunarhub.config.languages)."""
 
 from __future__ import annotations
 
-from lunarhub.dashboards.gallery.i18n import pick
+from lunarhub.config.languages import translator
 
-__all__ = ["TEXTS", "pick", "t"]
+__all__ = ["TEXTS", "t"]
 
 TEXTS: dict[str, dict[str, str]] = {
     "courses": {"en": "Courses", "ru": "Курсы", "zh": "课程"},
@@ -76,7 +76,4 @@ TEXTS: dict[str, dict[str, str]] = {
                    "ru": "Выдана чистая копия (сохранять было нечего).", "zh": "已提供干净副本（无旧副本）。"},
 }
 
-
-def t(key: str, lang: str) -> str:
-    entry = TEXTS[key]
-    return entry.get(lang) or entry["en"]
+t = translator(TEXTS)

@@ -10,67 +10,45 @@ as root (ops does that as the student).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
 import jinja2
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuthCallbackHandler
 from markupsafe import Markup
 from tornado import ioloop, web
 
 from lunarhub import config
-from lunarhub.config import ConfigError, Deployment, roster, secrets
+from lunarhub.config import ConfigError, Deployment, secrets
 from lunarhub.courses import material, ops, records
 from lunarhub.courses.records import LANGS, Course, CourseError, Forbidden
-from lunarhub.courses.service import i18n
+from lunarhub.courses.service import PREFIX, i18n
+from lunarhub.platform import hub_service
+from lunarhub.platform.hub_service import ServicePage, deployment
 
 log = logging.getLogger("lunarhub.courses")
-LANGUAGES = (("en", "English"), ("ru", "Русский"), ("zh", "中文"))
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("lunarhub.courses.service", "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True)
 NAME = r"([a-z][a-z0-9-]{1,30})"
 MAX_ROSTER = 1_000_000
 
 
-def deployment() -> Deployment:
-    # Re-read per request: the roster and the file may have changed since the service started.
-    return roster.effective(config.load())
-
-
 def base_deployment() -> Deployment:
     return config.load()
 
 
-class Page(HubOAuthenticated, web.RequestHandler):
-    @property
-    def prefix(self) -> str:
-        return self.settings["prefix"]
+class Page(ServicePage):
+    templates = TEMPLATES
+    texts = i18n.TEXTS
 
-    @property
-    def username(self) -> str:
-        return self.current_user["name"]
-
-    def lang(self) -> str:
-        lang = i18n.pick(self.get_query_argument("lang", None), self.get_cookie("lunarhub-lang"),
-                         self.request.headers.get("Accept-Language"))
-        if self.get_query_argument("lang", None) == lang:
-            self.set_cookie("lunarhub-lang", lang, path=self.prefix)
-        return lang
-
-    def render_page(self, template: str, title: str, status: int = 200, **values: Any) -> None:
-        lang = self.lang()
-        html = TEMPLATES.get_template(template).render(
-            lang=lang, title=title, languages=LANGUAGES, username=self.username, prefix=self.prefix,
-            t=lambda key: i18n.t(key, lang), xsrf_form=Markup(self.xsrf_form_html()), **values)
-        self.set_status(status)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
+    def show(self, template: str, title: str, status: int = 200, **values: Any) -> None:
+        """A page in the reader's language, with the form's xsrf field, never cached."""
         self.set_header("Cache-Control", "no-store")  # passwords and rosters: never from a cache
-        self.finish(html)
+        self.render_page(template, self.lang(), title, status, xsrf_form=Markup(self.xsrf_form_html()), **values)
 
     def message(self, text: str, status: int = 200, course: str = "", problems: list[str] | None = None) -> None:
-        self.render_page("message.html", i18n.t("courses", self.lang()), status, text=text, course=course,
-                         problems=problems or [])
+        self.show("message.html", i18n.t("courses", self.lang()), status, text=text, course=course,
+                  problems=problems or [])
 
     def forbidden(self) -> None:
         self.message(i18n.t("forbidden", self.lang()), 403)
@@ -108,7 +86,7 @@ class ListHandler(Page):
         courses = [{"name": c.name, "title": c.title.get(lang) or c.name, "students": len(c.students),
                     "ended": c.ended, "url": f"{self.prefix}c/{c.name}"}
                    for c in records.visible_to(d, self.username)]
-        self.render_page("list.html", i18n.t("courses", lang), courses=courses, langs=LANGS)
+        self.show("list.html", i18n.t("courses", lang), courses=courses, langs=LANGS)
 
 
 class NewHandler(Page):
@@ -138,7 +116,7 @@ class CourseHandler(Page):
         rows = await self.in_thread(ops.class_progress, d, course)
         notebooks = material.notebooks(d, course.name)
         batch = self.settings["batches"].get(name)
-        self.render_page(
+        self.show(
             "course.html", course.title.get(lang) or name, course=course, rows=rows, notebooks=notebooks,
             links={nb: material.pull_link(d, name, nb) for nb in notebooks},
             server_urls={s: d.server_url(s) + "lab" for s in course.students},
@@ -179,7 +157,7 @@ class RosterHandler(Page):
             text, source = self.get_body_argument("csv", "")[:MAX_ROSTER + 1], "the roster"
         ok, result = await self.refused(name, ops.import_roster, base_deployment(), name, text, source, self.username)
         if ok:
-            self.render_page("imported.html", i18n.t("courses", self.lang()), course=name, result=result)
+            self.show("imported.html", i18n.t("courses", self.lang()), course=name, result=result)
 
 
 class ActionHandler(Page):
@@ -246,12 +224,8 @@ def make_app(d: Deployment, prefix: str) -> web.Application:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[courses %(asctime)s %(levelname)s] %(message)s")
     d = deployment()
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/courses/")
-    app = make_app(d, prefix)
-    url = os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{d.services.courses.port}")
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    app.listen(port, "127.0.0.1", max_body_size=MAX_ROSTER + 64 * 1024)
-    log.info("courses service on 127.0.0.1:%d%s", port, prefix)
+    hub_service.start(lambda prefix: make_app(d, prefix), PREFIX, d.services.courses.port, MAX_ROSTER + 64 * 1024,
+                      log, "courses service")
     ioloop.IOLoop.current().start()
 
 

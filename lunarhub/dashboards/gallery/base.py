@@ -1,26 +1,19 @@
-"""What every gallery handler shares: hub login, the store, the reader's language and rights."""
+"""What every gallery handler shares: hub login and language (lunarhub.platform.hub_service), the
+store, the reader's rights."""
 
 from __future__ import annotations
 
-from jupyterhub.services.auth import HubOAuthenticated
-from tornado import web
-
-from lunarhub import config
-from lunarhub.config import Deployment, roster
 from lunarhub.dashboards.gallery import policy
 from lunarhub.dashboards.gallery.comments import Comments
 from lunarhub.dashboards.gallery.deploy import Servers
-from lunarhub.dashboards.gallery.i18n import pick
 from lunarhub.dashboards.store import Dashboard, Store
+from lunarhub.platform.hub_service import ServicePage, deployment
 from lunarhub.platform.hubclient import AsyncHubAPI
 
-
-def deployment() -> Deployment:
-    # Re-read per request: `lunarhub users` may have changed groups since the hub started.
-    return roster.effective(config.load())
+__all__ = ["Base", "deployment"]
 
 
-class Base(HubOAuthenticated, web.RequestHandler):
+class Base(ServicePage):
     @property
     def store(self) -> Store:
         return self.settings["store"]
@@ -36,21 +29,6 @@ class Base(HubOAuthenticated, web.RequestHandler):
     @property
     def servers(self) -> Servers:
         return self.settings["servers"]
-
-    @property
-    def prefix(self) -> str:
-        return self.settings["prefix"]
-
-    @property
-    def username(self) -> str:
-        return self.current_user["name"]
-
-    def lang(self) -> str:
-        lang = pick(self.get_query_argument("lang", None), self.get_cookie("lunarhub-lang"),
-                    self.request.headers.get("Accept-Language"))
-        if self.get_query_argument("lang", None) == lang:
-            self.set_cookie("lunarhub-lang", lang, path=self.prefix)
-        return lang
 
     async def groups_of(self, name: str) -> list[str]:
         user = await self.hub.user(name)

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from lunarhub.config.languages import COOKIE, pick
+from lunarhub.config.languages import COOKIE, pick, translator
 
-LANGS = ("en", "ru", "zh")
-__all__ = ["COOKIE", "LANGS", "TEXTS", "pick", "t"]
+__all__ = ["COOKIE", "TEXTS", "pick", "t"]
 
 TEXTS: dict[str, dict[str, str]] = {
     "gallery": {"en": "Dashboards", "ru": "Дашборды", "zh": "仪表板"},
@@ -60,7 +59,4 @@ TEXTS: dict[str, dict[str, str]] = {
     "embargoed_until": {"en": "embargoed until", "ru": "под эмбарго до", "zh": "禁运至"},
 }
 
-
-def t(key: str, lang: str) -> str:
-    entry = TEXTS[key]
-    return entry.get(lang) or entry["en"]
+t = translator(TEXTS)

@@ -16,6 +16,7 @@ from markupsafe import Markup
 from tornado import web
 
 from lunarhub.config import Deployment
+from lunarhub.config.languages import SWITCHER
 from lunarhub.dashboards.gallery import i18n, limits, policy
 from lunarhub.dashboards.gallery.base import Base, deployment
 from lunarhub.dashboards.publishing import thumbnail
@@ -23,7 +24,7 @@ from lunarhub.dashboards.store import Dashboard, StoreError, Version, server_nam
 from lunarhub.platform import audit
 from lunarhub.platform.spawner import log_tail
 
-LANGUAGES = (("en", "English"), ("ru", "Русский"), ("zh", "中文"))
+LANGUAGES = SWITCHER  # the language switcher's (code, name) pairs, as render_page gives them
 
 
 def when(ts: float) -> str:
@@ -37,13 +38,8 @@ TEMPLATES.filters["when"] = when
 
 
 class Page(Base):
-    def render_page(self, template: str, lang: str, title: str, status: int = 200, **values: Any) -> None:
-        html = TEMPLATES.get_template(template).render(
-            lang=lang, title=title, languages=LANGUAGES, username=self.username, prefix=self.prefix,
-            t=lambda key: i18n.t(key, lang), **values)
-        self.set_status(status)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(html)
+    templates = TEMPLATES
+    texts = i18n.TEXTS
 
     def message(self, lang: str, title: str, message: str, status: int, css_class: str = "",
                 refresh_url: str = "") -> None:

@@ -9,13 +9,13 @@ own servers, as the publisher).
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import httputil, ioloop, web
 
 from lunarhub.config import ConfigError, DashboardLimits, Deployment, secrets
+from lunarhub.dashboards import PREFIX
 from lunarhub.dashboards.gallery import limits
 from lunarhub.dashboards.gallery.api import CommentsApi, DashboardApi, LimitsApi, ListApi, SharesApi
 from lunarhub.dashboards.gallery.base import deployment
@@ -30,6 +30,7 @@ from lunarhub.dashboards.gallery.pages import (
 )
 from lunarhub.dashboards.server.shared_static import FILE_RE, directories
 from lunarhub.dashboards.store import MAX_BYTES, Store
+from lunarhub.platform import hub_service
 from lunarhub.platform.hubclient import AsyncHubAPI
 
 log = logging.getLogger("lunarhub.dashboards")
@@ -153,15 +154,11 @@ class Rechecker:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[dashboards %(asctime)s %(levelname)s] %(message)s")
     d = deployment()
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/dashboards/")
-    app = make_app(d, prefix)
-    url = os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{d.services.dashboards.port}")
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
     # The backstop: no handler's limit (GalleryApplication) exceeds a publish of the largest
     # snapshot the store takes.
     largest = limits.publish_body_limit(DashboardLimits(max_snapshot_mb=MAX_BYTES / limits.MIB))
-    app.listen(port, "127.0.0.1", max_body_size=largest)
-    log.info("dashboards gallery on 127.0.0.1:%d%s (store %s)", port, prefix, Store.for_deployment(d).root)
+    app = hub_service.start(lambda prefix: make_app(d, prefix), PREFIX, d.services.dashboards.port, largest, log,
+                            f"dashboards gallery (store {Store.for_deployment(d).root})")
     check = Rechecker(app)
     loop = ioloop.IOLoop.current()
     loop.add_callback(check)  # at start: a restart after an edit applies it at once

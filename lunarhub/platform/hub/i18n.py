@@ -25,9 +25,9 @@ from jinja2.ext import Extension
 from jinja2.runtime import Context, Undefined
 from markupsafe import Markup, escape
 
-from lunarhub.config.languages import COOKIE, pick
+from lunarhub.config.languages import COOKIE, ENDONYMS, pick, translator
 from lunarhub.config.model import LANGUAGES
-from lunarhub.platform.hub.i18n_texts import ENDONYMS, OURS, STOCK
+from lunarhub.platform.hub.i18n_texts import OURS, STOCK
 
 LANG_INDEX = {"ru": 0, "zh": 1}
 COOKIE_DAYS = 365
@@ -45,9 +45,7 @@ def lookup(msgid: str, lang: str) -> str:
     return entry[LANG_INDEX[lang]]
 
 
-def our_text(key: str, lang: str) -> str:
-    entry = OURS[key]
-    return entry.get(lang) or entry["en"]
+our_text = translator(OURS)
 
 
 def handler_of(ctx: Context) -> Any:
@@ -142,6 +140,10 @@ EXPRESSIONS = {
     "status_message": "{{ lh_t(status_message) }}",
     "message": "{{ lh_t(message) }}",
     "token_expires_in_options_html | safe": "{{ token_expires_in_options_html | lh_html }}",
+    # page.html's `modal(title, btn_label)` macro (the hidden error dialog): its shown texts; the
+    # element ids built from the title stay English.
+    "title": "{{ lh_t(title) }}",
+    "btn_label": "{{ lh_t(btn_label) }}",
 }
 HTML_LANG = '<html lang="en">'
 

@@ -5,7 +5,8 @@ Russian and Chinese: lunarhub.platform.hub.i18n rewrites those texts of the inst
 lookups here, so we translate JupyterHub's pages without copying their markup. A text JupyterHub
 changes in an upgrade stays English and tests/unit/test_hub_pages.py names it.
 
-OURS holds the texts of our own template blocks (hub/templates/), by key."""
+OURS holds the texts of our own template blocks (hub/templates/), by key. The language switcher's
+names are lunarhub.config.languages.ENDONYMS (the services' pages show the same)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ STOCK: dict[str, tuple[str, str]] = {
     "Please enable it to proceed.": ("Включите его, чтобы продолжить.", "请启用后继续。"),
     "The error": ("Ошибка", "错误"),
     "Close": ("Закрыть", "关闭"),
+    # the hidden error dialog: `modal('Error', btn_label='OK')`, its title and button
+    "Error": ("Ошибка", "错误"),
+    "OK": ("ОК", "确定"),
     # login.html
     "Sign in": ("Вход", "登录"),
     "Username:": ("Имя пользователя:", "用户名："),
@@ -165,6 +169,3 @@ OURS: dict[str, dict[str, str]] = {
                     "ru": "Войдите с учётной записью, выданной вашим институтом.",
                     "zh": "请使用所在机构分配给您的账户登录。"},
 }
-
-# How each offered language names itself in the switcher (never translated).
-ENDONYMS = {"en": "English", "ru": "Русский", "zh": "中文"}
