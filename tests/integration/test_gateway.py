@@ -1,7 +1,8 @@
 """dask-gateway through a real lunarhub stack: hub auth, limits, isolation, faults.
 
-Starts its own stack (hub, proxy, supervisord, data sites, gateway) on free ports
-in a temp state dir, as root, with workers under the users' own system accounts.
+Borrows the session's gateway stack (hub, proxy, supervisord, data sites, gateway on free ports
+in a temp state dir, as root; tests/conftest.py `gateway_stack`), with workers under the users'
+own system accounts; `support.gateway_helpers.for_module` gives it no server and no cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from support.stack import Stack, running_stack, session
+from support import gateway_helpers
+from support.stack import Stack, session
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +31,10 @@ from dask_gateway import Gateway, JupyterHubAuth  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def gw_stack() -> Iterator[Stack]:
+def gw_stack(gateway_stack: Stack) -> Iterator[Stack]:
     root_owner = os.stat("/")
     try:
-        with running_stack("gateway", dask_gateway=True) as s:
-            yield s
+        yield from gateway_helpers.for_module(gateway_stack)
     finally:
         # The 2026.3 LocalBackend bug chowns "/" to the user; our backend must not.
         after = os.stat("/")
@@ -67,7 +68,7 @@ def _refusal(gw: Gateway, **options) -> str:
 
 @pytest.fixture(scope="module")
 def tokens(gw_stack: Stack) -> dict[str, str]:
-    return {u: gw_stack.token(u) for u in ("ru-scientist", "cn-scientist", "reviewer")}
+    return {u: gateway_helpers.token(gw_stack, u) for u in ("ru-scientist", "cn-scientist", "reviewer")}
 
 
 def _root_owner() -> tuple[int, int]:

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from support import gateway_helpers
 from support.listeners import connect_as, tcp_listeners
-from support.stack import Stack, running_stack
+from support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +41,15 @@ SPELLINGS = [
 
 
 @pytest.fixture(scope="module")
-def gw_stack() -> Iterator[Stack]:
-    with running_stack("gateway-paths", dask_gateway=True) as s:
-        yield s
+def gw_stack(gateway_stack: Stack) -> Iterator[Stack]:
+    """The session's gateway stack (tests/conftest.py), with no server or cluster left by others."""
+    yield from gateway_helpers.for_module(gateway_stack)
 
 
 @pytest.fixture(scope="module")
 def cluster(gw_stack: Stack) -> Iterator[tuple[str, dict[str, str]]]:
     """A cluster of ru-scientist, and the tokens of the owner and of another user."""
-    tokens = {u: gw_stack.token(u) for u in ("ru-scientist", "cn-scientist")}
+    tokens = {u: gateway_helpers.token(gw_stack, u) for u in ("ru-scientist", "cn-scientist")}
     gw = gw_stack.data["services"]["dask_gateway"]
     owner = Gateway(address=f"{gw_stack.url}{PREFIX}",
                     proxy_address=f"tcp://127.0.0.1:{gw['scheduler_proxy_port']}",

@@ -16,7 +16,8 @@ from pathlib import Path
 import cloudpickle
 import pytest
 from dask_gateway import Gateway, JupyterHubAuth
-from support.stack import Stack, running_stack
+from support import gateway_helpers
+from support.stack import Stack
 
 # The worker cannot import this test module: send its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -26,9 +27,9 @@ GiB = 1 << 30
 
 
 @pytest.fixture(scope="module")
-def gw_stack() -> Iterator[Stack]:
-    with running_stack("worker-limits", dask_gateway=True) as s:
-        yield s
+def gw_stack(gateway_stack: Stack) -> Iterator[Stack]:
+    """The session's gateway stack (tests/conftest.py), with no server or cluster left by others."""
+    yield from gateway_helpers.for_module(gateway_stack)
 
 
 def test_a_worker_is_held_to_the_clusters_worker_memory(gw_stack: Stack) -> None:
@@ -54,7 +55,7 @@ def test_a_worker_is_held_to_the_clusters_worker_memory(gw_stack: Stack) -> None
 
     gw = gw_stack.data["services"]["dask_gateway"]
     gateway = Gateway(address=f"{gw_stack.url}{PREFIX}", proxy_address=f"tcp://127.0.0.1:{gw['scheduler_proxy_port']}",
-                      auth=JupyterHubAuth(api_token=gw_stack.token("ru-scientist")))
+                      auth=JupyterHubAuth(api_token=gateway_helpers.token(gw_stack, "ru-scientist")))
     options = gateway.cluster_options()
     options.worker_memory = 1.0  # GiB
     cluster = gateway.new_cluster(options)

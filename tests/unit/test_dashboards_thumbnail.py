@@ -85,16 +85,17 @@ def test_nothing_drawable_means_no_thumbnail_and_still_valid(tmp_path):
 BREAK = "import lunarhub.dashboards.publishing.thumbnail as _t\n"
 
 
-@pytest.mark.parametrize("sabotage,reason", [
+@pytest.mark.parametrize("sabotage,reason,grace", [
     ("def _fit(figure):\n    raise RuntimeError('boom\\nsecond line')\n_t._fit = _fit",
-     "RuntimeError: boom second line"),
-    ("import os\n_t.make = lambda *a: os._exit(9)", "ended the Python process (exit status 9)"),
-    ("import time\n_t.make = lambda *a: time.sleep(600)", "did not finish in time"),
+     "RuntimeError: boom second line", 3),
+    ("import os\n_t.make = lambda *a: os._exit(9)", "ended the Python process (exit status 9)", 3),
+    # Never finishes: any grace ends it, so the shortest (the others need theirs to fail on their own).
+    ("import time\n_t.make = lambda *a: time.sleep(600)", "did not finish in time", 0.5),
 ])
-def test_a_failing_thumbnail_never_refuses_the_publish(tmp_path, sabotage, reason):
+def test_a_failing_thumbnail_never_refuses_the_publish(tmp_path, sabotage, reason, grace):
     # The hanging one is ended by the thumbnail's own grace ("did not finish in time"), not by the
     # publish timeout, which would have refused the publish instead of returning it.
-    ok = validate(nb(tmp_path, *HV_CELLS, BREAK + sabotage), timeout=120, thumbnail_grace=3)
+    ok = validate(nb(tmp_path, *HV_CELLS, BREAK + sabotage), timeout=120, thumbnail_grace=grace)
     assert ok.roots >= 1 and ok.thumbnail is None
     assert ok.thumbnail_error is not None and reason in ok.thumbnail_error and "\n" not in ok.thumbnail_error
 
