@@ -391,7 +391,7 @@ scales with the data. Pulled ÷ at-site wall time: {speed['direct']:.2f}× direc
 
 The userspace delay line keeps each direction's bytes in order but terminates TCP at the namespace, so
 TCP slow start over the 60 ms path is not modelled (a real link would make the pulled route slower, not
-faster). `terrain_to_zarr` on 2 Slurm workers against gdaldem is not measured yet.
+faster). `terrain_to_zarr` on 2 Slurm workers: the next section.
 """
 
 

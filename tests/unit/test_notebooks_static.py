@@ -13,7 +13,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("tutorials/*.ipynb")) + sorted((ROO
 
 def test_the_expected_notebooks_exist():
     names = [f"{p.parent.name}/{p.name[:2]}" for p in NOTEBOOKS]
-    for n in ("01", "02", "03", "04", "05"):
+    for n in ("01", "02", "03", "04", "05", "06"):
         assert f"tutorials/{n}" in names
     assert len([p for p in NOTEBOOKS if p.parent.name == "science"]) >= 2
 
