@@ -3,7 +3,14 @@ lunarhub.platform.hub.spawning.spawn_environment, in the hub process)."""
 
 from __future__ import annotations
 
+import json
+
 from lunarhub.config import Deployment
+
+# The user's dask limits as JSON, for the Compute panel: computed here, in the hub, so the user's
+# server never imports the hub's gateway rules (lunarhub.compute.gateway).
+DASK_LIMITS_ENV = "LUNARHUB_DASK_LIMITS"
+LIMIT_NAMES = ("max_clusters", "max_cores", "max_memory_gb", "max_workers")
 
 
 def ui_language(d: Deployment, username: str) -> str:
@@ -31,12 +38,24 @@ def ui_language(d: Deployment, username: str) -> str:
     return ""
 
 
+def dask_limits(d: Deployment, username: str) -> dict[str, object]:
+    """{"limits": {name: value} | None, "where": {name: "groups.<g>.dask.<name>"}}: the largest of
+    the user's groups' dask limits (the ones the gateway enforces) and where each is set."""
+    from lunarhub.compute.gateway import user_limits
+
+    lim = user_limits(d, username)
+    if lim is None:
+        return {"limits": None}
+    return {"limits": {k: getattr(lim, k) for k in LIMIT_NAMES}, "where": {k: lim.where(k) for k in LIMIT_NAMES}}
+
+
 def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
     env = {
         # The server extension reads the same deployment file (it holds no secret) to explain
         # refusals (lunarhub.lab.state); the roster's live groups come as LUNARHUB_USER_GROUPS.
         "LUNARHUB_CONFIG": str(d.config_file or ""),
         "LUNARHUB_UI_LANGUAGE": ui_language(d, username),
+        DASK_LIMITS_ENV: json.dumps(dask_limits(d, username)),
     }
     if d.services.dask_gateway.enabled:
         # dask-labextension lists and starts the user's gateway clusters (dask-labextension-gateway),

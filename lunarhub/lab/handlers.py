@@ -3,6 +3,10 @@
 Every handler is a jupyter_server APIHandler behind `@authenticated`: only who may use this
 server (its owner, through the hub's OAuth or the server's token) gets an answer; the server
 itself listens on loopback behind the loopback filter (docs/security.md).
+
+Our modules are imported by the first request that needs them, not at server start: the catalog
+library and the deployment model (pydantic) cost about half a CPU-second to import, paid by every
+server start otherwise (docs/benchmarks.md, "Hub pages and start cost").
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from lunarhub.data.catalog import sites_from_env
-from lunarhub.lab import catalog_view, publish_jobs, state
-
 
 class CatalogHandler(APIHandler):
     @web.authenticated
     async def get(self) -> None:
+        from lunarhub.data.catalog import sites_from_env
+        from lunarhub.lab import catalog_view, state
+
         d, why = state.deployment()
         groups = state.user_groups()
         out = await asyncio.get_running_loop().run_in_executor(
@@ -36,6 +40,8 @@ class CatalogHandler(APIHandler):
 class PublishOptionsHandler(APIHandler):
     @web.authenticated
     async def get(self) -> None:
+        from lunarhub.lab import publish_jobs, state
+
         d, why = state.deployment()
         self.finish(json.dumps(publish_jobs.options(d, state.username(), why)))
 
@@ -43,6 +49,8 @@ class PublishOptionsHandler(APIHandler):
 class PublishHandler(APIHandler):
     @web.authenticated
     async def post(self) -> None:
+        from lunarhub.lab import publish_jobs
+
         body = self.get_json_body() or {}
         root = Path(self.settings.get("server_root_dir") or os.getcwd()).expanduser()
         try:
@@ -56,6 +64,8 @@ class PublishHandler(APIHandler):
 class PublishJobHandler(APIHandler):
     @web.authenticated
     def get(self, job_id: str) -> None:
+        from lunarhub.lab import publish_jobs
+
         job = publish_jobs.get(job_id)
         if job is None:
             raise web.HTTPError(404, f"no publish run {job_id!r} in this server")
@@ -65,6 +75,8 @@ class PublishJobHandler(APIHandler):
 class DashboardsHandler(APIHandler):
     @web.authenticated
     async def get(self) -> None:
+        from lunarhub.lab import publish_jobs
+
         out = await asyncio.get_running_loop().run_in_executor(None, publish_jobs.my_dashboards)
         self.finish(json.dumps(out))
 
@@ -72,6 +84,8 @@ class DashboardsHandler(APIHandler):
 class DashboardHandler(APIHandler):
     @web.authenticated
     async def delete(self, slug: str) -> None:
+        from lunarhub.lab import publish_jobs
+
         out = await asyncio.get_running_loop().run_in_executor(None, lambda: publish_jobs.unpublish(slug))
         if "error" in out:
             self.set_status(422)
@@ -81,8 +95,9 @@ class DashboardHandler(APIHandler):
 class ComputeHandler(APIHandler):
     @web.authenticated
     def get(self) -> None:
-        d, why = state.deployment()
-        self.finish(json.dumps(publish_jobs.compute_limits(d, state.username(), why)))
+        from lunarhub.lab import publish_jobs
+
+        self.finish(json.dumps(publish_jobs.compute_limits()))
 
 
 def setup(web_app: Any) -> None:

@@ -10,14 +10,20 @@ has shown what the notebook reads, and its refusal names the dataset and the aud
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lunarhub.config import Deployment
+# The same name as lunarhub.lab.environment.DASK_LIMITS_ENV (not imported: that module is the hub's).
+DASK_LIMITS_ENV = "LUNARHUB_DASK_LIMITS"
+
+if TYPE_CHECKING:  # the deployment model is imported by the first request that needs it, not at start
+    from lunarhub.config import Deployment
 
 MAX_JOBS = 50  # finished runs kept for the panel (one user's server)
 _jobs: dict[str, dict[str, Any]] = {}
@@ -125,14 +131,17 @@ def unpublish(slug: str) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def compute_limits(d: Deployment | None, username: str, why: str | None = None) -> dict[str, Any]:
-    """The user's dask limits (largest over their groups) and where the deployment sets each."""
-    if d is None:
-        return {"limits": None, "notice": why}
-    from lunarhub.compute.gateway import user_limits
-
-    lim = user_limits(d, username)
-    if lim is None:
-        return {"limits": None}
-    names = ("max_clusters", "max_cores", "max_memory_gb", "max_workers")
-    return {"limits": {k: getattr(lim, k) for k in names}, "where": {k: lim.where(k) for k in names}}
+def compute_limits(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The user's dask limits (largest over their groups) and where the deployment sets each, as
+    the hub gave them at spawn (lunarhub.lab.environment.dask_limits, LUNARHUB_DASK_LIMITS)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(DASK_LIMITS_ENV)
+    if raw is None:
+        return {"limits": None, "notice": f"{DASK_LIMITS_ENV} is not set in this server"}
+    try:
+        out = json.loads(raw)
+        if not isinstance(out, dict) or not (out.get("limits") is None or isinstance(out["limits"], dict)):
+            raise ValueError("not an object with limits")
+    except ValueError as exc:
+        return {"limits": None, "notice": f"{DASK_LIMITS_ENV} is not the hub's JSON: {exc}"}
+    return out

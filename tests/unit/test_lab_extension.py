@@ -173,10 +173,33 @@ def test_share_options_are_the_deployments(d):
     assert publish_jobs.options(d, "student")["audiences"] == []
 
 
-def test_compute_limits_are_the_groups(d):
-    out = publish_jobs.compute_limits(d, "ru-scientist")
+def test_compute_limits_are_the_groups_given_by_the_hub_at_spawn(d):
+    env = environment.spawn_environment(d, "ru-scientist")  # in the hub
+    out = publish_jobs.compute_limits(env)  # in the user's server
     assert out["limits"]["max_workers"] == d.groups["ru-science"].dask.max_workers
     assert out["where"]["max_workers"] == "groups.ru-science.dask.max_workers"
+    assert publish_jobs.compute_limits(environment.spawn_environment(d, "reviewer")) == {"limits": None}
+
+
+def test_compute_limits_name_what_is_wrong_with_the_environment():
+    assert "LUNARHUB_DASK_LIMITS is not set" in publish_jobs.compute_limits({})["notice"]
+    bad = publish_jobs.compute_limits({"LUNARHUB_DASK_LIMITS": "{not json"})
+    assert bad["limits"] is None and "LUNARHUB_DASK_LIMITS is not the hub's JSON" in bad["notice"]
+    assert publish_jobs.compute_limits({"LUNARHUB_DASK_LIMITS": "[1]"})["limits"] is None
+
+
+def test_the_server_extension_imports_nothing_of_the_hub_and_little_at_start():
+    """Layer rule: the user's server never imports the hub's gateway rules; and loading the
+    extension (server start) imports neither the deployment model nor the catalog library."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lunarhub.lab, lunarhub.lab.handlers, lunarhub.lab.ui_language\n"
+            "start = {m for m in sys.modules if m.startswith(('lunarhub.config', 'lunarhub.data', 'pydantic'))}\n"
+            "import lunarhub.lab.publish_jobs, lunarhub.lab.catalog_view, lunarhub.lab.state\n"
+            "print(sorted(start)); print(sorted(m for m in sys.modules if m.startswith('lunarhub.compute')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["[]", "[]"]
 
 
 # ------------------------------------------------------------------ translations

@@ -10,7 +10,7 @@ import {
 import { ToolbarButton } from '@jupyterlab/apputils';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { INotebookModel, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
-import { ITranslator, nullTranslator } from '@jupyterlab/translation';
+import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { IDisposable } from '@lumino/disposable';
 
 import { DOMAIN } from './api';
@@ -18,6 +18,38 @@ import { ComputePanel } from './compute';
 import { DataPanel } from './data';
 import { publishIcon } from './icons';
 import { PublishPanel } from './publish';
+
+/** How long a save may take before the panel says it did not happen. */
+const SAVE_MS = 30000;
+
+/** Save `panel` before publishing: refused, with a reason, when its document has not loaded. A
+ * collaborative document (jupyter-collaboration) is written to disk by the server's room on its
+ * own, and its save request can go unanswered (the panel then waited forever: the publish run never
+ * started): an unchanged document is not saved again, and a save that does not end in SAVE_MS is
+ * reported instead of waited for. */
+function saverFor(panel: NotebookPanel, trans: TranslationBundle): () => Promise<void> {
+  return async () => {
+    const context = panel.context;
+    if (!context.isReady) {
+      throw new Error(trans.__('the notebook has not finished loading: reload the page and try again'));
+    }
+    if (!context.model.dirty) {
+      return;
+    }
+    let timer = 0;
+    const late = new Promise<never>((_, reject) => {
+      timer = window.setTimeout(
+        () => reject(new Error(trans.__('the notebook was not saved within %1 s: save it and publish again', SAVE_MS / 1000))),
+        SAVE_MS
+      );
+    });
+    try {
+      await Promise.race([context.save(), late]);
+    } finally {
+      window.clearTimeout(timer);
+    }
+  };
+}
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'lunarhub-lab:plugin',
@@ -55,7 +87,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => {
         const panel = tracker.currentWidget;
         if (panel) {
-          publish.setNotebook(panel.context.path, () => panel.context.save());
+          publish.setNotebook(panel.context.path, saverFor(panel, trans));
         }
         app.shell.activateById(publish.id);
         void publish.refresh();
@@ -70,7 +102,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           label: trans.__('Publish'),
           tooltip: trans.__('Publish this notebook as a dashboard'),
           onClick: () => {
-            publish.setNotebook(panel.context.path, () => panel.context.save());
+            publish.setNotebook(panel.context.path, saverFor(panel, trans));
             app.shell.activateById(publish.id);
             void publish.refresh();
           }

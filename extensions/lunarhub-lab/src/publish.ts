@@ -64,7 +64,8 @@ export class PublishPanel extends Widget {
     this._mine = el('div', 'lh-publish-mine', undefined, this.node);
   }
 
-  /** Show the panel for `path` (relative to the server root), called by the toolbar button. */
+  /** Show the panel for `path` (relative to the server root), called by the toolbar button.
+   * `saver` saves the open document first; it throws when the document never loaded. */
   setNotebook(path: string, saver?: () => Promise<void>): void {
     this._notebook = path;
     this._saver = saver;
@@ -151,10 +152,13 @@ export class PublishPanel extends Widget {
       i => (i as HTMLInputElement).value
     );
     this._button.disabled = true;
+    // Every stage says where it is: a publish that waits on something shows what.
+    const progress = el('div', 'lh-progress', trans.__('Saving the notebook…'), this._status);
     try {
       if (this._saver) {
         await this._saver();
       }
+      progress.textContent = trans.__('Running the notebook…');
       let job = await requestAPI<IJob>('publish', {
         method: 'POST',
         body: JSON.stringify({
@@ -164,7 +168,6 @@ export class PublishPanel extends Widget {
           share_with: share
         })
       });
-      const progress = el('div', 'lh-progress', trans.__('Running the notebook…'), this._status);
       while (job.state === 'running') {
         await new Promise(r => setTimeout(r, POLL_MS));
         job = await requestAPI<IJob>(`publish/jobs/${job.id}`);
