@@ -18,6 +18,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support.dashboards_helpers import start_dash_stack, stop_dash_stack  # noqa: E402
 from support.stack import Stack, make_stack, open_tmpdir, require_root, running_stack  # noqa: E402
+from support.tls import trust_in_process  # noqa: E402
+
+# Before any test module imports a client library (aiohttp fixes its CA context at import): the
+# run's stacks share one certificate (support.tls), and the tests' own clients verify it.
+trust_in_process()
 
 
 # Here rather than in a layer's conftest: the same fixture defined in two conftests is two

@@ -29,4 +29,9 @@ def merge_config(args: argparse.Namespace) -> argparse.Namespace:
 
 def load(args: argparse.Namespace) -> Deployment:
     """The deployment with the roster overlay (users added by `lunarhub users`) applied."""
-    return roster.effective(config.load(args.config))
+    d = roster.effective(config.load(args.config))
+    from lunarhub.platform import tls
+
+    # The CLI's requests to the hub and the sites verify with the deployment's CA (once `up` made it).
+    tls.use_in_process(d)
+    return d

@@ -31,6 +31,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if d.hub.isolation == "single-account":
         print("WARNING: hub.isolation is 'single-account': every user's server runs as this account "
               "and can read every other user's files. Use it for development only.", file=sys.stderr)
+    if d.tls.mode == "off":
+        print(f"WARNING: {lifecycle.TLS_OFF}", file=sys.stderr)
     started = lifecycle.start(d, args.timeout)
     if not started.ok:
         print(f"lunarhub: the hub did not answer ({started.detail}). Last lines of its log:", file=sys.stderr)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lunarhub.config import Deployment, GroupLimits, secrets
+from lunarhub.platform import tls
 
 VENV_BIN = Path(sys.executable).parent
 SERVICE = "dask-gateway"
@@ -138,7 +139,10 @@ def worker_environment(d: Deployment, username: str) -> dict[str, str]:
     """The user's data-site credentials, so workers read exactly what the user may read."""
     from lunarhub.data import sites
 
-    return dict(sites.credentials_for(d, username)) if d.sites else {}
+    env = dict(sites.credentials_for(d, username)) if d.sites else {}
+    # A Slurm job starts with an empty environment: the CA variables travel with the credentials.
+    env.update(tls.client_environment(d))
+    return env
 
 
 def option_fields(limits: UserLimits | None) -> list[dict[str, Any]]:
@@ -266,7 +270,8 @@ def configure(c: Any, d: Deployment) -> None:
     backend.db_url = f"sqlite:///{db}"
     backend.db_encrypt_keys = [fernet_key(d)]
     backend.cluster_config_class = "lunarhub.compute.gateway_server.LunarClusterConfig"
-    backend.inherited_environment = ["PATH", "LANG", "LC_ALL"]
+    # The CA variables (lunarhub.platform.tls): workers read the sites over verified HTTPS.
+    backend.inherited_environment = ["PATH", "LANG", "LC_ALL", *tls.CLIENT_VARIABLES]
     backend.cluster_status_period = 5
     backend.worker_status_period = 5
     backend.check_timeouts_period = 5

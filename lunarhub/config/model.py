@@ -34,7 +34,7 @@ __all__ = [
     "ACCOUNT_MARKER", "DEFAULT_CONFIG", "DEFAULT_PATHS", "NAME_RE", "RESERVED_NAMES", "account_refusal", "PACKAGE_ROOT", "Auth", "ConfigError", "CrossFieldErrors", "DaskGateway",
     "DashboardLimits", "Dashboards", "Deployment", "Group", "GroupLimits", "HubSettings", "IdleCuller", "Institution",
     "LDAPAuth", "OAuthProvider", "PasswordAuth", "PathKey", "Paths", "Policy", "Problem", "Profile", "Project", "PROJECT_ACCOUNT_PREFIX", "PROJECT_HUB_PREFIX", "Role",
-    "Services", "Site", "SiteCompute", "Strict", "Texts", "User", "default_location", "load", "parse", "project_account", "project_hub_name",
+    "Services", "Site", "SiteCompute", "Strict", "TLS", "Texts", "User", "default_location", "load", "parse", "project_account", "project_hub_name",
 ]
 
 # POSIX portable user names, as adduser accepts them; also safe in URLs and paths.
@@ -283,7 +283,7 @@ class HubSettings(Strict):
         description="The hub's origin, `scheme://host[:port]`; each user's servers (dashboards included) get "
                     "their own origin `scheme://<user>.host[:port]`, so a page one user publishes cannot act as "
                     "its viewer. Needs a wildcard DNS name `*.host` (and a wildcard certificate for https): "
-                    "docs/platform.md. Default: `http://localhost:<port>` when `ip` is a loopback address "
+                    "docs/platform.md. Default: `https://localhost:<port>` (`http://` with `tls.mode: off`) when `ip` is a loopback address "
                     "(browsers resolve `*.localhost` themselves); required otherwise. `false`: every server "
                     "on the hub's origin (one origin for all pages: only for a single trusted user).",
         examples=["https://hub.lunar.example.org", False],
@@ -643,6 +643,44 @@ class Monitoring(Strict):
     retention_days: int = Field(30, ge=1, le=3650, description="Days of metrics Prometheus keeps.")
 
 
+class TLS(Strict):
+    """HTTPS of the public proxy and the local data sites (docs/tls.md). Every client the stack runs
+    (kernels, dask workers, services, the CLI) verifies with the deployment's CA bundle."""
+
+    mode: Literal["self-signed", "files", "off"] = Field(
+        "self-signed",
+        description="`self-signed`: `lunarhub up` makes a deployment CA and a server certificate once (kept in "
+                    "the secrets dir, re-made when they expire within 30 days or the host names change) for "
+                    "localhost, *.localhost, 127.0.0.1 and the hub's and sites' hosts. `files`: the operator's "
+                    "own certificate, key and CA (`cert`, `key`, `ca`), checked at load. `off`: plain HTTP "
+                    "everywhere; `up` and `status` warn.",
+    )
+    cert: str | None = Field(None, description="`files` only: the server certificate (PEM, leaf first, then "
+                                               "intermediates); for per-user origins a wildcard certificate for "
+                                               "`*.<hub host>` and `<hub host>`, plus `127.0.0.1` for the sites.",
+                             examples=["/etc/ssl/lunarhub/hub.crt"])
+    key: str | None = Field(None, description="`files` only: the certificate's private key (PEM, unencrypted), "
+                                              "readable by root only.",
+                            examples=["/etc/ssl/private/lunarhub-hub.key"])
+    ca: str | None = Field(None, description="`files` only: the CA certificate(s) that issued `cert` (PEM); "
+                                             "clients verify with the system CAs plus these.",
+                           examples=["/etc/ssl/lunarhub/ca.crt"])
+
+    @model_validator(mode="after")
+    def _files(self) -> TLS:
+        keys = ("cert", "key", "ca")
+        if self.mode == "files":
+            missing = [(("tls", k), "required with tls.mode: files") for k in keys if not getattr(self, k)]
+            if missing:
+                raise CrossFieldErrors(missing)
+        else:
+            given = [(("tls", k), f"only used with tls.mode: files (mode is {self.mode!r})")
+                     for k in keys if getattr(self, k)]
+            if given:
+                raise CrossFieldErrors(given)
+        return self
+
+
 def default_location(key: PathKey) -> Path:
     """Where the default deployment file has a `paths` entry: for code that runs without a
     deployment at hand (a kernel's `lunarhub catalog validate`, the data build, a doctor)."""
@@ -686,6 +724,8 @@ class Deployment(Strict):
                                                                            "(backups: docs/operations.md).")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Prometheus, alerts and the "
                                                                            "exporters (docs/operations.md).")
+    tls: TLS = Field(default_factory=TLS, description="HTTPS of the public proxy and the local sites "
+                                                      "(docs/tls.md).")
 
     # Where the file was loaded from; relative paths in it resolve against it.
     _base_dir: Path = PrivateAttr(default=DEFAULT_CONFIG.parent)
@@ -712,6 +752,15 @@ class Deployment(Strict):
                     f"letter, at most {PROJECT_NAME_MAX} characters (the account is {PROJECT_ACCOUNT_PREFIX}<name>)"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _tls_scheme(self) -> Deployment:
+        origin = self.hub.subdomain_host
+        if isinstance(origin, str) and origin and not origin.startswith(self.scheme + "://"):
+            raise CrossFieldErrors([(("hub", "subdomain_host"), (
+                f"{origin!r} does not match tls.mode {self.tls.mode!r}: write {self.scheme}://"
+                f"{origin.partition('://')[2]}"))])
+        return self
 
     @model_validator(mode="after")
     def _accounts(self) -> Deployment:
@@ -878,14 +927,21 @@ class Deployment(Strict):
         return self.path(self.secrets_dir) if self.secrets_dir else self.state_path / "secrets"
 
     @property
+    def scheme(self) -> str:
+        """`https` unless tls.mode is off: the public proxy's and the local sites' scheme."""
+        return "http" if self.tls.mode == "off" else "https"
+
+    @property
     def public_url(self) -> str:
         """The hub as users' browsers (and API clients) reach it."""
-        return self.hub.origin
+        if isinstance(self.hub.subdomain_host, str) and self.hub.subdomain_host:
+            return self.hub.origin
+        return self.scheme + "://" + self.hub.origin.partition("://")[2]
 
     @property
     def proxy_url(self) -> str:
         """The public proxy as this machine reaches it (health checks; the hub API answers on any host)."""
-        return f"http://{'127.0.0.1' if self.hub.ip in ('', '0.0.0.0') else self.hub.ip}:{self.hub.port}"
+        return f"{self.scheme}://{'127.0.0.1' if self.hub.ip in ('', '0.0.0.0') else self.hub.ip}:{self.hub.port}"
 
     def server_origin(self, user: str) -> str:
         """Origin of every server of `user` (lab and dashboards): `scheme://<user>.<hub host>[:port]`,
@@ -1005,6 +1061,12 @@ def parse(text: str, source: str = "<string>", base_dir: Path | None = None) -> 
         raise ConfigError(source, problems) from None
     if base_dir is not None:
         model._base_dir = base_dir
+    if model.tls.mode == "files":
+        from lunarhub.config.tls_files import problems as tls_problems
+
+        found = tls_problems(model)
+        if found:
+            raise ConfigError(source, [Problem(key, why, _line_for(lines, tuple(key.split(".")))) for key, why in found])
     return model
 
 

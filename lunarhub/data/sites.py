@@ -73,7 +73,7 @@ def site_url(deployment: Deployment, name: str) -> str:
     site = _site(deployment, name)
     if site.kind == "remote":
         return str(site.url).rstrip("/")
-    return f"http://127.0.0.1:{site.port}"
+    return f"{deployment.scheme}://127.0.0.1:{site.port}"
 
 
 def data_dir(deployment: Deployment, name: str) -> Path:
@@ -220,6 +220,16 @@ def _nginx_conf(deployment: Deployment, name: str, users_conf: Path, account: Ac
     # The master stays root (it binds and reads the users map); its workers, which open
     # the data files, are the site's own account.
     user = f"user {account.name} {account.name};\n" if account else ""
+    listen = f"127.0.0.1:{site.port}"
+    tls = ""
+    if deployment.tls.mode != "off":
+        from lunarhub.platform import tls as certificates
+
+        # The master (root) reads the key before its workers drop to the site's account.
+        files = certificates.server_files(deployment)
+        listen += " ssl"
+        tls = (f"        ssl_certificate {_q(str(files.cert))};\n        ssl_certificate_key {_q(str(files.key))};\n"
+               "        ssl_protocols TLSv1.2 TLSv1.3;\n")
     realm = f"lunarhub data site {name}"
     locations = []
     for policy in POLICIES:
@@ -296,9 +306,9 @@ http {{
     access_log {state}/access.log lunarhub;
 
     server {{
-        listen 127.0.0.1:{site.port};
+        listen {listen};
         server_name {name};
-        root {root};
+{tls}        root {root};
         autoindex off;
         error_page 401 @unauthorized;
 
@@ -354,6 +364,10 @@ def prepare_site(deployment: Deployment, name: str) -> Path:
             local_reads.apply(deployment, name, served_dir(deployment, name), state)
         except local_reads.LocalReadsError as exc:
             raise SiteError(str(exc)) from None
+    if deployment.tls.mode != "off":
+        from lunarhub.platform import tls
+
+        tls.ensure(deployment)  # kept when current: `up` made them before the sites
     conf = state / "nginx.conf"
     text = _nginx_conf(deployment, name, users_conf, account)
     if not conf.exists() or conf.read_text(encoding="utf-8") != text:

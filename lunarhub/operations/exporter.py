@@ -174,7 +174,7 @@ def site_probes(d: Deployment) -> list[tuple[str, str, bool]]:
     out = []
     for name, site in d.sites.items():
         if site.kind == "local":
-            url = f"http://127.0.0.1:{site.port}/healthz"
+            url = f"{d.scheme}://127.0.0.1:{site.port}/healthz"
             out.append((name, url, _probe(url, {200})))
         elif site.url:
             url = site.url.rstrip("/") + "/catalog.yaml"

@@ -121,6 +121,11 @@ def start(d: Deployment, timeout: float) -> Started:
 
     state_layout.stamp_if_fresh(d)  # an older or newer layout was refused by start_problems
     secure_state(d)
+    from lunarhub.platform import tls
+
+    # Before the sites and the proxy, which serve these; this process's own checks verify with the bundle.
+    tls.ensure(d)
+    tls.use_in_process(d)
     loopback.admit_existing(d)
     new_passwords = secrets.ensure_passwords(d, sorted(d.users))
     if any(site.kind == "local" for site in d.sites.values()):
@@ -233,6 +238,7 @@ def status(d: Deployment) -> list[Row] | None:
     ok, detail = health(d)
     rows = [Row(name, info["state"], info["detail"], info["state"] == "RUNNING") for name, info in progs.items()]
     rows.append(Row("proxy+hub", "healthy" if ok else "UNHEALTHY", detail, ok))
+    rows.append(tls_row(d))
     checks = []
     if d.services.dask_gateway.enabled:
         checks.append(("dask gateway", f"{d.public_url}/services/dask-gateway/api/health", {200}))
@@ -270,6 +276,25 @@ def status(d: Deployment) -> list[Row] | None:
         except Exception as exc:  # noqa: BLE001 - status must report, not crash
             rows.append(Row("user servers", "?", str(exc)))
     return rows
+
+
+TLS_OFF = ("tls.mode is 'off': the proxy and the data sites speak plain HTTP, so passwords, tokens "
+           "and site credentials cross the network readable; set tls.mode: self-signed or files (docs/tls.md)")
+
+
+def tls_row(d: Deployment) -> Row:
+    """The certificate the proxy and the sites serve, or the warning that they serve none."""
+    if d.tls.mode == "off":
+        return Row("tls", "OFF", "WARNING: " + TLS_OFF)
+    from lunarhub.platform import tls
+
+    files = tls.server_files(d)
+    try:
+        until = tls.not_after(files.cert)
+    except (OSError, ValueError) as exc:
+        return Row("tls", "UNHEALTHY", f"{files.cert}: {exc}", False)
+    return Row("tls", d.tls.mode, f"{files.cert} valid until {until:%Y-%m-%d}; clients verify with "
+               f"{tls.bundle_file(d)}")
 
 
 def alert_rows(d: Deployment) -> list[Row]:

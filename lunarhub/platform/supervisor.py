@@ -49,6 +49,10 @@ def programs(d: Deployment) -> list[Program]:
     env = {"LUNARHUB_CONFIG": str(d.config_file or ""),
            "PATH": f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
            "PYTHONUNBUFFERED": "1"}
+    # Every program's own clients (hub, gateway, exporter, backup) verify the stack's HTTPS with its CA.
+    from lunarhub.platform import tls
+
+    env.update(tls.client_environment(d))
     hub_dir = d.state_path / "hub"
     hub_dir.mkdir(parents=True, exist_ok=True)
     out = [Program(

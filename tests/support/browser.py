@@ -14,8 +14,19 @@ ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
+def pinned_args(pins: list[str] | None = None) -> list[str]:
+    """Chromium trusts exactly these server keys (base64 SHA-256 of their SPKI) besides its own CAs:
+    the run's shared certificate (support.tls) unless told otherwise. Every other certificate
+    check stays on (not `ignore_https_errors`): docs/security.md, "TLS"."""
+    if pins is None:
+        from support import tls
+
+        pins = [tls.pin()]
+    return [f"--ignore-certificate-errors-spki-list={','.join(pins)}"] if pins else []
+
+
 @contextmanager
-def chromium() -> Iterator:
+def chromium(pins: list[str] | None = None) -> Iterator:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"browser tests need Debian's chromium at {CHROMIUM}: apt-get install -y chromium "
                     "(make test installs it when run as root)")
@@ -25,7 +36,7 @@ def chromium() -> Iterator:
         pytest.fail("browser tests need Playwright for Python: pip install playwright "
                     "(never `playwright install`; Debian's chromium is used)")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS + pinned_args(pins), headless=True)
         try:
             yield browser
         finally:

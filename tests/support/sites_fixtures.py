@@ -51,6 +51,10 @@ def make_deployment(tmp: Path, ports: dict[str, int] | None = None, extra_sites:
         data["hub"][key] = free_port()
     model = config.Deployment.model_validate(data)
     model._base_dir = ROOT / "hub"
+    if model.tls.mode == "self-signed":
+        from support import tls
+
+        tls.seed(tmp / "secrets")  # the run's certificate: plain requests in the tests verify it
     return model
 
 

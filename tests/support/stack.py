@@ -107,6 +107,7 @@ def session() -> requests.Session:
     """A requests session that reaches the hub and users' servers by their origins."""
     s = requests.Session()
     s.mount("http://", LocalhostAdapter())
+    s.mount("https://", LocalhostAdapter())
     return s
 
 
@@ -122,9 +123,24 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
 
     @property
+    def scheme(self) -> str:
+        """`https` unless the deployment's tls.mode is off (lunarhub.config.TLS)."""
+        return "http" if (self.data.get("tls") or {}).get("mode", "self-signed") == "off" else "https"
+
+    @property
+    def ca_bundle(self) -> Path:
+        """System CAs + this stack's deployment CA, written by `up` (lunarhub.platform.tls)."""
+        return self.state / "tls" / "ca-bundle.pem"
+
+    @property
+    def verify(self) -> str | bool:
+        """What requests verifies this stack's HTTPS with: its own bundle (never False)."""
+        return str(self.ca_bundle) if self.scheme == "https" else True
+
+    @property
     def url(self) -> str:
         """The hub's origin (hub.subdomain_host's default), as a browser opens it."""
-        return f"http://localhost:{self.data['hub']['port']}"
+        return f"{self.scheme}://localhost:{self.data['hub']['port']}"
 
     def origin(self, user: str) -> str:
         """The origin of every server of `user` (lab and dashboards): `<user>.localhost`."""
@@ -186,7 +202,8 @@ class Stack:
         headers = {"Authorization": f"token {token}"} if token else {}
         with session() as s:
             return s.request(method, self.browser_url(path), headers={**headers, **kw.pop("headers", {})},
-                             timeout=kw.pop("timeout", 60), allow_redirects=False, **kw)
+                             timeout=kw.pop("timeout", 60), allow_redirects=False,
+                             verify=kw.pop("verify", self.verify), **kw)
 
     def start_server(self, user: str, name: str = "", token: str | None = None) -> dict[str, Any]:
         """Start a user's server through the hub API and wait until it is ready."""
@@ -221,11 +238,24 @@ class Stack:
             time.sleep(0.3)
 
 
-def make_stack(tmp: Path, ready_sessions: int = 4, **services: bool) -> Stack:
+def make_stack(tmp: Path, ready_sessions: int = 4, seed_tls: bool = True, tls_mode: str | None = "off",
+               **services: bool) -> Stack:
+    """A stack's deployment file; `seed_tls`: with the run's shared certificate (support.tls);
+    `tls_mode`: instead of the demo file's tls.mode (None: the demo's, self-signed).
+
+    Plain HTTP unless a test asks for TLS: HTTPS end to end, as `make up` serves it, is
+    tests/integration/test_tls.py's own stack; the run's shared certificate names only the demo
+    roster's users, while other modules add users and projects at run time."""
     state = tmp / "state"
     data = deployment_dict(state, ready_sessions, **services)
+    if tls_mode is not None:
+        data["tls"] = {"mode": tls_mode}
     cfg = tmp / "lunarhub.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    if seed_tls and (data.get("tls") or {}).get("mode", "self-signed") == "self-signed":
+        from support import tls
+
+        tls.seed(state / "secrets")
     return Stack(config=cfg, state=state, data=data)
 
 

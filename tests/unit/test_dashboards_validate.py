@@ -48,8 +48,8 @@ def test_no_servable_object_is_refused(tmp_path):
 
 def test_a_notebook_that_never_finishes_is_stopped_at_the_timeout(tmp_path):
     path = nb(tmp_path, "x = 1", "import time\nwhile True:\n    time.sleep(0.1)")
-    with pytest.raises(ValidationError, match=r"did not finish within 4 s \(cell 2 was still running\)") as err:
-        validate(path, timeout=4)
+    with pytest.raises(ValidationError, match=r"did not finish within 8 s \(cell 2 was still running\)") as err:
+        validate(path, timeout=8)  # room for the process to start on a loaded machine: cell 2 must have begun
     assert err.value.cell == 2
 
 

@@ -173,7 +173,7 @@ class GalleryPages(AsyncHTTPTestCase):
         assert self.hub.started == [("cn-scientist", "dash-versions")]
         self.hub.servers[("cn-scientist", "dash-versions")] = {"ready": True, "pending": None}
         ready = self.page("open/cn-scientist/versions/v1")
-        assert ready.code == 302 and ready.headers["Location"] == "http://cn-scientist.localhost:8000/user/cn-scientist/dash-versions/v1"
+        assert ready.code == 302 and ready.headers["Location"] == f"{self.d.scheme}://cn-scientist.localhost:8000/user/cn-scientist/dash-versions/v1"
 
     def test_a_failed_start_shows_the_log_to_its_author_only(self) -> None:
         self.publish("versions", "Versions")

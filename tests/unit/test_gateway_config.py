@@ -133,7 +133,7 @@ def test_spawn_environment_makes_gateway_work_without_arguments(dep: config.Depl
     dask.config.refresh()
     try:
         gw = Gateway()
-        assert gw.address == "http://localhost:8000/services/dask-gateway"
+        assert gw.address == f"{dep.scheme}://localhost:8000/services/dask-gateway"
         assert gw.proxy_address == "gateway://127.0.0.1:18786"
         assert isinstance(gw.auth, JupyterHubAuth)
         del gw

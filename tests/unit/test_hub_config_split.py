@@ -19,7 +19,7 @@ OWNS = {
     hub.configure_network: {("JupyterHub", k) for k in (
         "ip", "port", "hub_ip", "hub_port", "db_url", "cookie_secret_file", "pid_file", "cleanup_servers",
         "cleanup_proxy", "allow_named_servers", "named_server_limit_per_user", "subdomain_host",
-        "subdomain_hook")},
+        "subdomain_hook", "ssl_cert", "ssl_key")},
     hub.configure_pages: {("JupyterHub", k) for k in ("default_url", "template_paths", "template_vars",
                                                       "jinja_environment_options")},
     hub.configure_proxy: {("ConfigurableHTTPProxy", k) for k in ("command", "api_url", "auth_token", "pid_file")},
@@ -41,6 +41,7 @@ def deployment(tmp_path: Path) -> config.Deployment:
     data = yaml.safe_load((ROOT / "hub" / "lunarhub.yaml").read_text())
     data["state_dir"] = str(tmp_path / "state")
     data["hub"]["isolation"] = "single-account"
+    data["tls"] = {"mode": "self-signed"}  # the proxy's certificate settings are configure_network's
     return config.parse(yaml.safe_dump(data), source="test.yaml", base_dir=ROOT / "hub")
 
 

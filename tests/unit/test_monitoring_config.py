@@ -219,7 +219,7 @@ def test_exporter_writes_thresholds_probes_and_backup_age(tmp_path):
     assert "lunarhub_backup_max_age_seconds 32400.0" in text
     assert "lunarhub_backup_last_success_timestamp_seconds 1.7935992e+09" in text
     # no stack runs: every site is down
-    assert 'lunarhub_site_up{site="cn",url="http://127.0.0.1:9102/healthz"} 0.0' in text
+    assert f'lunarhub_site_up{{site="cn",url="{d.scheme}://127.0.0.1:9102/healthz"}} 0.0' in text
     assert f'lunarhub_state_dir_size_bytes{{path="{d.state_path}"}}' in text
     last = float(next(line.split()[1] for line in text.splitlines()
                       if line.startswith("lunarhub_exporter_last_run_timestamp_seconds ")))

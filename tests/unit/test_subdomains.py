@@ -36,13 +36,13 @@ def refused(tmp_path: Path, **hub_settings: Any) -> str:
 
 def test_on_by_default_with_the_hub_on_localhost(tmp_path: Path) -> None:
     d = deployment(tmp_path, port=18000)
-    assert d.public_url == "http://localhost:18000"
-    assert d.server_origin("cn-scientist") == "http://cn-scientist.localhost:18000"
-    assert d.server_url("cn-scientist", "dash-lola") == "http://cn-scientist.localhost:18000/user/cn-scientist/dash-lola/"
-    assert d.server_url("ru-scientist") == "http://ru-scientist.localhost:18000/user/ru-scientist/"
+    assert d.public_url == f"{d.scheme}://localhost:18000"
+    assert d.server_origin("cn-scientist") == f"{d.scheme}://cn-scientist.localhost:18000"
+    assert d.server_url("cn-scientist", "dash-lola") == f"{d.scheme}://cn-scientist.localhost:18000/user/cn-scientist/dash-lola/"
+    assert d.server_url("ru-scientist") == f"{d.scheme}://ru-scientist.localhost:18000/user/ru-scientist/"
     c = Config()
     hub.configure_network(c, d)
-    assert c.JupyterHub.subdomain_host == "http://localhost:18000"
+    assert c.JupyterHub.subdomain_host == f"{d.scheme}://localhost:18000"
     # The hub's own naming and ours agree: the gallery links to what the proxy routes.
     assert hub.subdomain_hook("cn-scientist", "localhost", "user") == "cn-scientist.localhost"
     assert hub.subdomain_hook("dashboards", "localhost", "service") == "localhost"
@@ -53,13 +53,13 @@ def test_a_real_host_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     d = deployment(tmp_path, ip="0.0.0.0", subdomain_host="https://hub.lunar.example.org")
     assert d.public_url == "https://hub.lunar.example.org"
     assert d.server_origin("student") == "https://student.hub.lunar.example.org"
-    assert d.proxy_url.startswith("http://127.0.0.1:")
+    assert d.proxy_url.startswith(f"{d.scheme}://127.0.0.1:")
     assert hub.subdomain_problems(d) == []
 
 
 def test_off_puts_every_server_on_the_hubs_origin(tmp_path: Path) -> None:
     d = deployment(tmp_path, subdomain_host=False, port=18000)
-    assert d.public_url == "http://127.0.0.1:18000" == d.server_origin("student")
+    assert d.public_url == f"{d.scheme}://127.0.0.1:18000" == d.server_origin("student")
     c = Config()
     hub.configure_network(c, d)
     assert "subdomain_host" not in c.JupyterHub

@@ -50,6 +50,12 @@ def services(d: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
 def configure_services(c: Any, d: Deployment) -> None:
     """Runs after configure_rbac: the services' roles are appended to the users' roles it set."""
     hub_services, service_roles = services(d)
+    from lunarhub.platform import tls
+
+    for svc in hub_services:
+        if "command" in svc:
+            # Managed services call public URLs (gallery -> hub, courses): they verify with the stack's CA.
+            svc["environment"] = {**svc.get("environment", {}), **tls.client_environment(d)}
     c.JupyterHub.services = hub_services
     if d.monitoring.enabled:
         from lunarhub.operations import dashboard

@@ -101,6 +101,13 @@ def configure_network(c: Any, d: Deployment) -> None:
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.cleanup_proxy = False
     c.JupyterHub.allow_named_servers = True
+    if d.tls.mode != "off":
+        from lunarhub.platform import tls
+
+        # The public proxy (CHP) serves HTTPS with these; the hub's own API stays on 127.0.0.1 over HTTP.
+        files = tls.server_files(d)
+        c.JupyterHub.ssl_cert = str(files.cert)
+        c.JupyterHub.ssl_key = str(files.key)
     c.JupyterHub.named_server_limit_per_user = 5
     if d.hub.subdomain_host is not False:
         problems = subdomain_problems(d)

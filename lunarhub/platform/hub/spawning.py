@@ -10,7 +10,7 @@ from typing import Any
 
 from lunarhub.config import ConfigError, Deployment
 from lunarhub.lab import environment as lab
-from lunarhub.platform import accounts, cgroups, components, projects
+from lunarhub.platform import accounts, cgroups, components, projects, tls
 
 VENV_BIN = Path(sys.executable).parent
 KERNEL_TRANSPORT = "ipc"
@@ -27,6 +27,8 @@ def spawn_environment(d: Deployment, username: str) -> dict[str, str]:
         # page, instead of being ignored with the user none the wiser.
         "TRAITLETS_APPLICATION_RAISE_CONFIG_FILE_ERROR": "1",
     }
+    # GDAL /vsicurl/, requests, fsspec/aiohttp and dask-gateway verify the sites and the proxy with it.
+    env.update(tls.client_environment(d))
     for component in components.enabled(d):
         env.update(component.spawn_environment(d, username))
     env.update(lab.spawn_environment(d, username))  # the lab extension (extensions/lunarhub-lab)
