@@ -105,7 +105,9 @@ def test_an_instructor_runs_a_class_from_the_course_page(cstack, browser):
     names = [f["name"] for f in listing["content"]]
     assert NB in names and any(n.startswith("01-jupyterlab-hub-collaboration.backup-") for n in names)
     st.goto(s.browser_url(f"/user/mila/lab/tree/course-moon-e2e/{NB}"))
-    st.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    # The code cells' prompts, not just any cell: JupyterLab draws a long notebook's cells as they
+    # scroll into view, markdown first.
+    st.wait_for_selector(".jp-Notebook .jp-CodeCell .jp-InputPrompt", timeout=120_000)
     prompts = st.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_inner_texts()
     assert prompts and not any(ch.isdigit() for p in prompts for ch in p), prompts  # a clean copy
 
