@@ -93,3 +93,16 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     _stop_gateway_stack()  # a run ended early (-x, a failed start) still stops it
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _dask_config_as_the_run_found_it() -> Iterator[None]:
+    """dask-gateway's `cluster.get_client()` makes each client the default, and clients closed out
+    of order (or by the garbage collector) leave `scheduler: dask.distributed` set with no client
+    behind: a later module's plain dask computation then fails ("no Client active"). Each module
+    ends with dask's configuration reloaded from its files and environment."""
+    yield
+    if "dask" in sys.modules:
+        import dask.config
+
+        dask.config.refresh()

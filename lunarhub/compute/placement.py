@@ -92,8 +92,11 @@ def at_site(entry: Entry, fn: Callable[..., Any], *args: Any, cluster: Any = Non
 
     own = cluster is None
     cluster = cluster if cluster is not None else cluster_for(entry)
+    # Not the default client: the user's own dask computations keep their scheduler, and none is
+    # left pointing at a cluster this call shuts down ("no Client active" afterwards).
+    client = None
     try:
-        client = cluster.get_client()
+        client = cluster.get_client(set_as_default=False)
         # Known before the task runs: once its workers died, nobody is left to ask.
         client.wait_for_workers(1, timeout=WORKER_TIMEOUT)
         limits = _memory_limits(client)
@@ -103,6 +106,8 @@ def at_site(entry: Entry, fn: Callable[..., Any], *args: Any, cluster: Any = Non
         except KilledWorker as exc:
             raise WorkerLost(_why_lost(limits, _site(entry), exc)) from None
     finally:
+        if client is not None:
+            client.close()
         if own:
             cluster.shutdown()
 

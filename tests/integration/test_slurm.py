@@ -391,8 +391,13 @@ def test_at_site_data_computed_on_not_taken_away(stack: Stack, tokens: dict[str,
         entry.read()
     cluster = placement.cluster_for(entry, gateway=_ru(stack, tokens["cn-scientist"]))
     try:
+        import dask.config
+
+        before = dask.config.get("scheduler", None)
         counts = entry.at_site(_slope_histogram(), cluster=cluster)
         assert len(counts) == 10 and counts.sum() > 20_000  # 150 x 150 px less the edges' nodata
+        # The caller's own dask computations keep their scheduler: at_site's client is not the default.
+        assert dask.config.get("scheduler", None) == before
         # On the site's worker, outside lunarhub.at_site, the same entry is refused: its result is unmetered.
         client = cluster.get_client()
         with pytest.raises(catalog.AtSiteOnly, match="only inside lunarhub.at_site"):
