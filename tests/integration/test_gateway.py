@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import getpass
-import json
 import os
 import re
 import signal
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 
 import pytest
 import requests
-from support import gateway_helpers
+from support import gateway_helpers, kernels
 from support.stack import Stack, session
 
 pytestmark = pytest.mark.integration
@@ -237,7 +235,7 @@ def test_clusters_end_when_server_stops_and_gateway_works_inside_server(
             "print('RESULT', client.submit(lambda x: x * 2, 21).result(),"
             " sorted(set(client.run(getpass.getuser).values())), cluster.dashboard_link)\n"
         )
-        out = _run_in_kernel(gw_stack, "ru-scientist", tokens["ru-scientist"], code)
+        out = kernels.run_in_kernel(gw_stack, "ru-scientist", tokens["ru-scientist"], code)
         # On the hub's origin: a link relative to the lab would land on ru-scientist's own host.
         assert f"RESULT 42 ['ru-scientist'] {gw_stack.url}/services/dask-gateway/clusters/" in out, out
         # The kernel keeps its cluster: it is there until the server stops.
@@ -249,50 +247,6 @@ def test_clusters_end_when_server_stops_and_gateway_works_inside_server(
     while gw.list_clusters() and time.monotonic() < deadline:
         time.sleep(1)
     assert gw.list_clusters() == [], "the cluster outlived its owner's server"
-
-
-def _run_in_kernel(s: Stack, user: str, token: str, code: str, timeout: float = 180) -> str:
-    """Execute `code` in a new kernel of the user's server (REST + websocket); stdout."""
-    from tornado.httpclient import HTTPRequest
-    from tornado.websocket import websocket_connect
-
-    base, host = s.wire(f"/user/{user}/api")
-    headers = {"Authorization": f"token {token}", **host}
-    kernel = requests.post(f"{base}/kernels", headers=headers, json={"name": "python3"}, timeout=60)
-    assert kernel.status_code == 201, f"kernel start: {kernel.status_code} {kernel.text}"
-    kid = kernel.json()["id"]
-
-    async def go() -> str:
-        url = f"{base}/kernels/{kid}/channels".replace("http", "ws", 1)
-        conn = await websocket_connect(HTTPRequest(url, headers=headers))
-        msg_id = uuid.uuid4().hex
-        await conn.write_message(json.dumps({
-            "header": {"msg_id": msg_id, "username": user, "session": uuid.uuid4().hex,
-                       "msg_type": "execute_request", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": code, "silent": False, "store_history": False,
-                        "user_expressions": {}, "allow_stdin": False},
-        }))
-        out: list[str] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            raw = await asyncio.wait_for(conn.read_message(), timeout=max(1.0, deadline - time.monotonic()))
-            if raw is None:
-                break
-            msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind == "error":
-                out.append("ERROR " + content["ename"] + ": " + content["evalue"])
-            elif kind == "status" and content["execution_state"] == "idle":
-                break
-        conn.close()
-        return "".join(out)
-
-    return asyncio.run(go())
 
 
 def test_gateway_down_hub_stays_up_with_clear_error(gw_stack: Stack, tokens: dict[str, str]) -> None:
